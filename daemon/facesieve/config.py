@@ -1,0 +1,229 @@
+"""The typed configuration: TOML in, validated frozen settings out.
+
+Every command runs on the embedded defaults when no file is given; a file only
+overrides what it names. Validation happens at load time and names the key,
+so a typo fails before any model loads or any file is touched.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "DETECTORS",
+    "ActionsConfig",
+    "Config",
+    "FoldersConfig",
+    "ImagesConfig",
+    "LedgerConfig",
+    "LoggingConfig",
+    "ModelsConfig",
+    "PolicyConfig",
+    "Require",
+    "ResolvedFolders",
+    "load_config",
+]
+
+Require = Literal["face", "man", "woman"]
+FaceSelection = Literal["any", "all", "largest"]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# DeepFace's detector names. Whether one works offline is `facesieve models`'s business.
+DETECTORS = (
+    "mtcnn",
+    "opencv",
+    "dlib",
+    "ssd",
+    "retinaface",
+    "mediapipe",
+    "yunet",
+    "centerface",
+    "fastmtcnn",
+    "yolov8n",
+    "yolov11n",
+)
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FoldersConfig(_Section):
+    """Where files go. Unset folders default to `<root>/.facesieve/...` of the folder scanned."""
+
+    inbox: Path | None = None
+    quarantine: Path | None = None
+    review: Path | None = None
+    accepted: Path | None = None
+
+
+class PolicyConfig(_Section):
+    """What an image must show to be kept. See `policy.decide`."""
+
+    require: Require = "face"
+    faces: FaceSelection = "largest"
+    min_face_size: Annotated[int, Field(ge=1)] = 20
+    min_face_confidence: Probability = 0.90
+    sure_face_confidence: Probability = 0.98
+    min_gender_confidence: Probability = 0.90
+
+    @model_validator(mode="after")
+    def _sure_above_min(self) -> PolicyConfig:
+        if self.sure_face_confidence < self.min_face_confidence:
+            raise ValueError("sure_face_confidence must not be below min_face_confidence")
+        return self
+
+
+class ActionsConfig(_Section):
+    """What happens to a file for each verdict."""
+
+    reject: Literal["quarantine", "delete"] = "quarantine"
+    unreadable: Literal["quarantine", "review", "keep", "delete"] = "quarantine"
+
+
+class ModelsConfig(_Section):
+    """Which models judge the images and where their weights live."""
+
+    detector: Literal[DETECTORS] = "mtcnn"  # type: ignore[valid-type]
+    gender: Literal["bundled", "deepface"] = "bundled"
+    # DeepFace keeps weights in `<home>/.deepface/weights`; unset means $DEEPFACE_HOME or ~.
+    home: Path | None = None
+    # Off by default: a download attempted offline is the failure the seed script died of.
+    allow_download: bool = False
+    # Mirror each face and average both predictions.
+    gender_mirror: bool = True
+
+
+class ImagesConfig(_Section):
+    """Which files are images and how large an image may be."""
+
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    max_pixels: Annotated[int, Field(ge=1)] = 100_000_000
+    max_file_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    # Larger images are downscaled for detection; boxes are mapped back.
+    detect_max_side: Annotated[int, Field(ge=64)] = 1280
+
+    @model_validator(mode="after")
+    def _normalise_extensions(self) -> ImagesConfig:
+        bad = [e for e in self.extensions if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"extensions must start with '.': {bad}")
+        object.__setattr__(self, "extensions", tuple(e.lower() for e in self.extensions))
+        return self
+
+
+class LedgerConfig(_Section):
+    """The SQLite file that records every decision."""
+
+    path: Path | None = None
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: readable lines on a terminal, JSON lines otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class ResolvedFolders(BaseModel):
+    """Absolute folders for one run, after defaults are applied to a root."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+    quarantine: Path
+    review: Path
+    accepted: Path | None
+    ledger: Path
+    state: Path
+
+    def managed(self) -> tuple[Path, ...]:
+        """Folders facesieve writes into; a scan never descends into them."""
+        managed = [self.state, self.quarantine, self.review]
+        if self.accepted is not None:
+            managed.append(self.accepted)
+        return tuple(managed)
+
+
+class Config(_Section):
+    folders: FoldersConfig = FoldersConfig()
+    policy: PolicyConfig = PolicyConfig()
+    actions: ActionsConfig = ActionsConfig()
+    models: ModelsConfig = ModelsConfig()
+    images: ImagesConfig = ImagesConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def with_policy(self, **changes: Any) -> Config:
+        """A copy with policy settings overridden (from the command line), re-validated."""
+        data = self.model_dump()
+        data["policy"].update({k: v for k, v in changes.items() if v is not None})
+        return _validate(data)
+
+    def resolve_folders(self, root: Path) -> ResolvedFolders:
+        """Apply the `<root>/.facesieve/...` defaults to the unset folders."""
+        root = root.resolve()
+        state = root / ".facesieve"
+        folders = self.folders
+        return ResolvedFolders(
+            root=root,
+            quarantine=(folders.quarantine or state / "quarantine").resolve(),
+            review=(folders.review or state / "review").resolve(),
+            accepted=folders.accepted.resolve() if folders.accepted else None,
+            ledger=(self.ledger.path or state / "ledger.sqlite3").resolve(),
+            state=state,
+        )
+
+
+def _validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(key, first["msg"]) from error
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> None:
+    """Paths in a config file are relative to the file, not to the working directory."""
+    for section, keys in (
+        ("folders", ("inbox", "quarantine", "review", "accepted")),
+        ("models", ("home",)),
+        ("ledger", ("path",)),
+    ):
+        table = data.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str):
+                path = Path(value).expanduser()
+                table[key] = str(path if path.is_absolute() else base / path)
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate a TOML config; `None` gives the embedded defaults.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or a key is unknown or invalid.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError("", f"cannot read config file {path}: {error.strerror}") from error
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError("", f"{path} is not valid TOML: {error}") from error
+    _resolve_relative(data, path.resolve().parent)
+    return _validate(data)

@@ -1,0 +1,53 @@
+"""The exceptions facesieve raises; the CLI maps each to an exit code."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionError",
+    "ConfigError",
+    "FacesieveError",
+    "ImageAccessError",
+    "LedgerError",
+    "ModelLoadError",
+    "UnreadableImageError",
+]
+
+
+class FacesieveError(Exception):
+    """Base class of every error facesieve raises on purpose."""
+
+
+class ConfigError(FacesieveError):
+    """The configuration is invalid; `key` names the offending setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+
+
+class ModelLoadError(FacesieveError):
+    """A model cannot be loaded. Never a verdict about an image."""
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(f"model {model!r} cannot be loaded: {message}")
+        self.model = model
+
+
+class UnreadableImageError(FacesieveError):
+    """The bytes were read but are not a decodable image: this *is* a verdict."""
+
+
+class ImageAccessError(FacesieveError):
+    """The file could not be read (permissions, vanished, not a regular file).
+
+    An I/O failure says nothing about the image, so it is never a verdict: the
+    file stays where it is and is tried again on the next pass.
+    """
+
+
+class LedgerError(FacesieveError):
+    """The decision ledger cannot be opened or written."""
+
+
+class ActionError(FacesieveError):
+    """A keep/move/delete action failed; the file is left where it was."""

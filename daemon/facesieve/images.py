@@ -1,0 +1,148 @@
+"""Reading image files and decoding them into arrays the models take.
+
+Reading and decoding are separate steps so that the bytes read once serve both
+the content hash and the decoder, and so that an I/O failure (`ImageAccessError`,
+not a verdict) is never confused with bytes that are not an image
+(`UnreadableImageError`, the verdict `unreadable`).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageAccessError, UnreadableImageError
+
+__all__ = ["DecodedImage", "RawFile", "decode_image", "read_file"]
+
+_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+
+
+@dataclass(frozen=True, slots=True)
+class RawFile:
+    data: bytes
+    size: int
+    mtime_ns: int
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """An RGB image, possibly downscaled; `scale` maps its pixels back to the original's."""
+
+    rgb: NDArray[np.uint8]
+    width: int  # of the original, EXIF orientation applied
+    height: int
+    scale: float  # original pixels per decoded pixel, >= 1
+    format: str
+
+
+def read_file(path: Path, *, max_bytes: int) -> RawFile:
+    """Read a regular file without following a symlink and without blocking on a FIFO.
+
+    Raises:
+        ImageAccessError: the file is missing, unreadable, a symlink, not a regular
+            file, or larger than `max_bytes`.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ImageAccessError("is a symlink; symlinks are never followed") from error
+        raise ImageAccessError(f"cannot open: {error.strerror}") from error
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageAccessError("not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageAccessError(f"{info.st_size} bytes is over the {max_bytes}-byte limit")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except OSError as error:
+        raise ImageAccessError(f"cannot read: {error.strerror}") from error
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return RawFile(data=data, size=len(data), mtime_ns=info.st_mtime_ns, mode=info.st_mode)
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:
+    """Decode the first frame, apply EXIF orientation, downscale to `max_side`.
+
+    JPEGs larger than needed are decoded at reduced size (libjpeg's DCT scaling),
+    which is several times faster than decoding in full and resizing.
+
+    Raises:
+        UnreadableImageError: empty, not an image, an unsupported format,
+            truncated, or more than `max_pixels` pixels (a decompression bomb).
+    """
+    if not data:
+        raise UnreadableImageError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image_format = str(image.format)
+            if image_format not in _FORMATS:
+                raise UnreadableImageError(f"unsupported format {image_format}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UnreadableImageError(f"{width}x{height} is over the {max_pixels}-pixel limit")
+            if image.format in ("JPEG", "MPO") and max(width, height) > max_side:
+                image.draft("RGB", (max_side, max_side))
+            image.load()
+            oriented: Image.Image = ImageOps.exif_transpose(image)
+            if oriented.mode != "RGB":
+                oriented = _to_rgb(oriented)
+            oriented_w, oriented_h = _oriented_size(width, height, oriented)
+            if max(oriented.size) > max_side:
+                oriented.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            rgb = np.asarray(oriented, dtype=np.uint8)
+    except UnreadableImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UnreadableImageError(f"decompression bomb: {error}") from error
+    except UnidentifiedImageError as error:
+        raise UnreadableImageError("not an image in a known format") from error
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # Pillow reports truncated and corrupt data as OSError or SyntaxError.
+        raise UnreadableImageError(f"corrupt or truncated: {error}") from error
+    if rgb.ndim != 3 or rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise UnreadableImageError(f"degenerate image of shape {rgb.shape}")
+    scale = oriented_w / rgb.shape[1]
+    return DecodedImage(
+        rgb=np.ascontiguousarray(rgb),
+        width=oriented_w,
+        height=oriented_h,
+        scale=max(scale, 1.0),
+        format=image_format,
+    )
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, not black, as a viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _oriented_size(width: int, height: int, decoded: Image.Image) -> tuple[int, int]:
+    """The original's size after EXIF rotation, from the (maybe drafted) decoded image."""
+    dw, dh = decoded.size
+    if (dw >= dh) == (width >= height) or width == height:
+        return width, height
+    return height, width
