@@ -209,7 +209,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         "judged": judged,
         **{
             k: counts.get(k, 0)
-            for k in ("keep", "reject", "review", "unreadable", "skipped", "error")
+            for k in ("keep", "reject", "review", "unreadable", "known", "skipped", "error")
         },
         "seconds": round(seconds, 2),
         "images_per_second": round(judged / seconds, 2) if seconds > 0 else 0.0,
@@ -221,7 +221,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         f"facesieve: {judged} judged in {seconds:.1f} s ({summary['images_per_second']} images/s): "
         + ", ".join(
             f"{k} {summary[k]}"
-            for k in ("keep", "reject", "review", "unreadable", "skipped", "error")
+            for k in ("keep", "reject", "review", "unreadable", "known", "skipped", "error")
         ),
         file=sys.stderr,
     )

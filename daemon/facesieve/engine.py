@@ -33,7 +33,8 @@ __all__ = ["Engine", "Outcome", "Status", "iter_images"]
 
 class Status(StrEnum):
     DECIDED = "decided"
-    SKIPPED = "skipped"  # not judged: already decided, a symlink, not a regular file, gone
+    KNOWN = "known"  # decided before and unchanged since: not judged again
+    SKIPPED = "skipped"  # never judged: a symlink, not a regular file, gone
     ERROR = "error"  # could not be judged or acted on; the file is where it was
 
 
@@ -136,7 +137,7 @@ class Engine:
             info.st_size,
             info.st_mtime_ns,
         ):
-            return Outcome(path, Status.SKIPPED, reason=f"already decided (ledger #{previous.id})")
+            return Outcome(path, Status.KNOWN, reason=f"already decided (ledger #{previous.id})")
         images = self.config.images
         try:
             raw = read_file(path, max_bytes=images.max_file_bytes)
@@ -150,9 +151,7 @@ class Engine:
             sha256=hashlib.sha256(raw.data).hexdigest(),
         )
         if previous is not None and previous.sha256 == prepared.sha256:
-            return Outcome(
-                path, Status.SKIPPED, reason=f"content unchanged (ledger #{previous.id})"
-            )
+            return Outcome(path, Status.KNOWN, reason=f"content unchanged (ledger #{previous.id})")
         try:
             prepared.image = decode_image(
                 raw.data, max_pixels=images.max_pixels, max_side=images.detect_max_side
@@ -314,8 +313,10 @@ class Engine:
                 detector=self._models["detector"],
                 gender_model=self._models["gender"],
             )
+        elif outcome.status is Status.KNOWN:
+            self._log.debug("known", **fields)
         elif outcome.status is Status.SKIPPED:
-            self._log.debug("skipped", **fields)
+            self._log.info("skipped", **fields)
         else:
             self._log.warning("not_judged", **fields)
         return outcome

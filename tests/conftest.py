@@ -1,0 +1,74 @@
+"""Shared fixtures: the labelled data where it lies, a DeepFace home, the real analyzer."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACESIEVE_TEST_DATA", PROJECT.parent / "shared" / "data"))
+
+
+def labelled(folder: str) -> list[dict[str, str]]:
+    """Rows of `DATA/folder/labels.csv`; the test skips when the data is absent."""
+    labels = DATA / folder / "labels.csv"
+    if not labels.is_file():
+        pytest.skip(f"labelled images not found at {labels} (../shared/data is not here)")
+    with labels.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def is_adult(folder: str, row: dict[str, str]) -> bool:
+    if folder == "fairface":
+        return row["age_group"] not in ("0-2", "3-9", "10-19")
+    if folder == "utkface":
+        return int(row["age"]) >= 18
+    return True
+
+
+@pytest.fixture(scope="session")
+def deepface_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An empty DeepFace home: nothing there that a test did not put there."""
+    home = tmp_path_factory.mktemp("deepface-home")
+    previous = os.environ.get("DEEPFACE_HOME")
+    os.environ["DEEPFACE_HOME"] = str(home)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    yield home
+    if previous is None:
+        os.environ.pop("DEEPFACE_HOME", None)
+    else:
+        os.environ["DEEPFACE_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
+    """The real default models, loaded once for the session."""
+    from facesieve.analyzer import Analyzer
+    from facesieve.config import Config
+
+    config = Config()
+    loaded = Analyzer(config.models, min_face_confidence=config.policy.min_face_confidence)
+    loaded.load()
+    return loaded
+
+
+def copy_images(destination: Path, picks: dict[str, list[str]]) -> list[Path]:
+    """Copy named images from the shared data into a test folder."""
+    copied = []
+    destination.mkdir(parents=True, exist_ok=True)
+    for folder, names in picks.items():
+        for name in names:
+            target = destination / name
+            shutil.copy2(DATA / folder / name, target)
+            copied.append(target)
+    return copied
+
+
+def facesieve_command() -> list[str]:
+    return [sys.executable, "-m", "facesieve"]

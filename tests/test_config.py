@@ -1,0 +1,85 @@
+"""The config: defaults without a file, validation that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facesieve.config import Config, load_config
+from facesieve.errors import ConfigError
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None)
+    assert config.policy.require == "face"
+    assert config.actions.reject == "quarantine"
+    assert config.models.gender == "bundled"
+    assert config.models.allow_download is False
+
+
+def test_example_config_is_valid_and_matches_the_defaults() -> None:
+    example = load_config(PROJECT / "config.example.toml")
+    defaults = Config()
+    assert example.policy == defaults.policy
+    assert example.models.detector == defaults.models.detector
+    assert example.actions == defaults.actions
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[policy]\nrequire = "men"\n', "policy.require"),
+        ("[policy]\nmin_gender_confidence = 1.5\n", "policy.min_gender_confidence"),
+        ('[models]\ndetector = "nope"\n', "models.detector"),
+        ("[folders]\nquarantin = '/x'\n", "folders.quarantin"),
+        ("[nonsense]\n", "nonsense"),
+        ("[images]\nextensions = ['jpg']\n", "images"),
+    ],
+)
+def test_invalid_keys_are_named(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == key
+    assert key in str(caught.value)
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "c.toml"
+    path.write_text('[folders]\nquarantine = "../q"\n[ledger]\npath = "ledger.db"\n')
+    config = load_config(path)
+    folders = config.resolve_folders(tmp_path / "inbox")
+    assert folders.quarantine == (tmp_path / "q").resolve()
+    assert folders.ledger == (tmp_path / "etc" / "ledger.db").resolve()
+
+
+def test_default_folders_live_under_the_scanned_root(tmp_path: Path) -> None:
+    folders = Config().resolve_folders(tmp_path)
+    assert folders.quarantine == tmp_path.resolve() / ".facesieve" / "quarantine"
+    assert folders.review == tmp_path.resolve() / ".facesieve" / "review"
+    assert folders.accepted is None
+    assert folders.state in folders.managed()
+
+
+def test_command_line_policy_overrides_are_validated() -> None:
+    config = Config().with_policy(require="woman", faces=None)
+    assert config.policy.require == "woman"
+    with pytest.raises(ConfigError, match=r"policy\.require"):
+        Config().with_policy(require="cat")
