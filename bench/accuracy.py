@@ -42,8 +42,19 @@ def load_labels(data: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def run_scan(copy: Path, require: str, config: Path | None) -> tuple[list[dict], float]:
-    command = [sys.executable, "-m", "facesieve", "scan", str(copy), "--dry-run", "--json",
-               "--require", require, "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "facesieve",
+        "scan",
+        str(copy),
+        "--dry-run",
+        "--json",
+        "--require",
+        require,
+        "--log-level",
+        "warning",
+    ]
     if config is not None:
         command += ["--config", str(config)]
     started = time.perf_counter()
@@ -99,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.save is not None:
             args.save.write_text("".join(json.dumps(r) + "\n" for r in records))
         figures = summarise(records, copy, labels, args.require)
-    print(f"facesieve scan --dry-run --json --require {args.require}: "
-          f"{len(records)} images in {seconds:.1f} s")
+    print(
+        f"facesieve scan --dry-run --json --require {args.require}: "
+        f"{len(records)} images in {seconds:.1f} s"
+    )
     for key, value in figures.items():
         shown = f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value:g}"
         print(f"  {key:<28} {shown}")

@@ -53,7 +53,11 @@ def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
     from facesieve.config import Config
 
     config = Config()
-    loaded = Analyzer(config.models, min_face_confidence=config.policy.min_face_confidence)
+    loaded = Analyzer(
+        config.models,
+        min_face_confidence=config.policy.min_face_confidence,
+        min_face_size=config.policy.min_face_size,
+    )
     loaded.load()
     return loaded
 

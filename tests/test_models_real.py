@@ -39,13 +39,15 @@ def adult_rows(folder: str, every: int = 1) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def fairface(analyzer: Any) -> list[tuple[dict[str, str], list[Face]]]:
     rows = adult_rows("fairface")
-    return list(zip(rows, analyze_files(analyzer, [DATA / "fairface" / r["file"] for r in rows])))
+    paths = [DATA / "fairface" / r["file"] for r in rows]
+    return list(zip(rows, analyze_files(analyzer, paths), strict=True))
 
 
 @pytest.fixture(scope="module")
 def utkface(analyzer: Any) -> list[tuple[dict[str, str], list[Face]]]:
     rows = adult_rows("utkface", every=4)
-    return list(zip(rows, analyze_files(analyzer, [DATA / "utkface" / r["file"] for r in rows])))
+    paths = [DATA / "utkface" / r["file"] for r in rows]
+    return list(zip(rows, analyze_files(analyzer, paths), strict=True))
 
 
 def found_rate(results: list[tuple[dict[str, str], list[Face]]]) -> float:
@@ -89,23 +91,23 @@ def test_no_faces_on_photos_without_people(analyzer: Any) -> None:
     kept = [decide(faces, policy).verdict is Verdict.KEEP for faces in results]
     false_faces = [bool(faces) for faces in results]
     assert sum(kept) / len(kept) <= 0.01  # measured 0.0
-    assert sum(false_faces) / len(false_faces) <= 0.03  # measured 0.02
+    assert sum(false_faces) / len(false_faces) <= 0.02  # measured 0.007
 
 
 def test_gender_on_adult_fairface(fairface: Any) -> None:
     accuracy, review = gender_figures(fairface)
-    assert accuracy >= 0.93
-    assert review <= 0.35
+    assert accuracy >= 0.94  # measured 0.958
+    assert review <= 0.37  # measured 0.344
 
 
 def test_gender_on_adult_utkface(utkface: Any) -> None:
     accuracy, review = gender_figures(utkface)
-    assert accuracy >= 0.96
-    assert review <= 0.25
+    assert accuracy >= 0.96  # measured 0.982 on all 896 adults
+    assert review <= 0.15  # measured 0.092 on all 896 adults
 
 
 def test_group_photos_find_several_faces(analyzer: Any) -> None:
-    rows = [r for r in labelled("groups") if int(r["n_faces_annotated"]) >= 2]
+    rows = [r for r in labelled("groups") if int(r["n_faces_annotated"] or 0) >= 2]
     results = analyze_files(analyzer, [DATA / "groups" / r["file"] for r in rows])
     policy = PolicyConfig()
     counts = [

@@ -10,7 +10,7 @@ from facesieve.policy import Face, Verdict, decide
 MAN = Face((10, 10, 100, 100), 0.999, "man", 0.99)
 WOMAN = Face((200, 10, 80, 80), 0.999, "woman", 0.98)
 UNSURE_MAN = Face((10, 10, 100, 100), 0.999, "man", 0.6)
-FAINT = Face((10, 10, 100, 100), 0.93, "man", 0.99)
+FAINT = Face((10, 10, 100, 100), 0.91, "man", 0.99)
 TINY = Face((0, 0, 8, 8), 0.999, "man", 0.99)
 
 

@@ -113,7 +113,9 @@ def test_delete_is_opt_in_and_accepted_folder(tmp_path: Path, deepface_home: Pat
     kinds = build_inbox(inbox)
     config = tmp_path / "facesieve.toml"
     config.write_text(
-        '[folders]\naccepted = "accepted"\n[actions]\nreject = "delete"\n[policy]\nrequire = "woman"\n'
+        '[folders]\naccepted = "accepted"\n'
+        '[actions]\nreject = "delete"\n'
+        '[policy]\nrequire = "woman"\n'
     )
     run = run_cli("scan", str(inbox), "--config", str(config), "--json")
     assert run.code == 0, run.stderr[-3000:]

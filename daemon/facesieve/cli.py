@@ -118,7 +118,11 @@ def _load_analyzer(config: Config) -> Any:
 
     log = get_logger()
     started = time.perf_counter()
-    analyzer = Analyzer(config.models, min_face_confidence=config.policy.min_face_confidence)
+    analyzer = Analyzer(
+        config.models,
+        min_face_confidence=config.policy.min_face_confidence,
+        min_face_size=config.policy.min_face_size,
+    )
     analyzer.load()
     log.info(
         "models_loaded", seconds=round(time.perf_counter() - started, 2), **analyzer.describe()

@@ -71,10 +71,10 @@ class PolicyConfig(_Section):
 
     require: Require = "face"
     faces: FaceSelection = "largest"
-    min_face_size: Annotated[int, Field(ge=1)] = 20
-    min_face_confidence: Probability = 0.92
-    sure_face_confidence: Probability = 0.95
-    min_gender_confidence: Probability = 0.95
+    min_face_size: Annotated[int, Field(ge=1)] = 40
+    min_face_confidence: Probability = 0.90
+    sure_face_confidence: Probability = 0.93
+    min_gender_confidence: Probability = 0.94
 
     @model_validator(mode="after")
     def _sure_above_min(self) -> PolicyConfig:

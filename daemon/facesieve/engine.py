@@ -241,7 +241,10 @@ class Engine:
         started = time.perf_counter()
         try:
             found = self.analyzer.analyze_many([p.image for p in ready if p.image is not None])
-        except Exception:  # noqa: BLE001 - retried one by one, so only the bad file errors
+        except Exception as error:  # noqa: BLE001 - retried one by one: only a bad file errors
+            self._log.warning(
+                "batch_failed", files=len(ready), error=f"{type(error).__name__}: {error}"
+            )
             return {}
         share = (time.perf_counter() - started) * 1000 / len(ready)
         for item in ready:
