@@ -9,6 +9,7 @@ in no place at all: the source goes only after its copy is durable.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ __all__ = [
     "free_destination",
     "move_file",
     "plan",
+    "remove_partials",
+    "resume_move",
 ]
 
 PARTIAL_SUFFIX = ".facesieve-partial"
@@ -160,3 +163,51 @@ def delete_file(source: Path) -> None:
         _fsync_dir(source.parent)
     except OSError as error:
         raise ActionError(f"cannot delete {source}: {error}") from error
+
+
+def _same_content(path: Path, sha256: str) -> bool:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def resume_move(source: Path, planned: Path, sha256: str) -> Path | None:
+    """Finish a move that a crash interrupted; None when it had not happened yet.
+
+    A move links the file into place before it unlinks the source, so after a
+    crash the file is at the source, at the destination, or (briefly) at both:
+    never nowhere. Where both exist the source goes now. A name taken by a
+    collision is followed along its `~N` names to the file with this content.
+    """
+    landed = None
+    for candidate in _candidates(planned):
+        partial = candidate.with_name(candidate.name + PARTIAL_SUFFIX)
+        if os.path.lexists(partial):
+            os.unlink(partial)
+        if not os.path.lexists(candidate):
+            break
+        if _same_content(candidate, sha256):
+            landed = candidate
+            break
+    if landed is None:
+        return None
+    if os.path.lexists(source) and _same_content(source, sha256):
+        os.unlink(source)
+        _fsync_dir(source.parent)
+    return landed
+
+
+def remove_partials(folder: Path) -> list[Path]:
+    """Delete copies a crash left half-written; their sources were never unlinked."""
+    removed = []
+    if folder.is_dir():
+        for partial in folder.rglob(f"*{PARTIAL_SUFFIX}"):
+            if partial.is_file() and not partial.is_symlink():
+                partial.unlink()
+                removed.append(partial)
+    return removed

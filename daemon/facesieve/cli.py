@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--dry-run", action="store_true", help="judge and report; touch nothing")
     _add_common(scan)
 
+    watch = commands.add_parser("watch", help="guard a folder until stopped (the daemon)")
+    watch.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        metavar="DIR",
+        help="the inbox (default: folders.inbox from the config)",
+    )
+    watch.add_argument("--config", type=Path, metavar="FILE")
+    watch.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
     models = commands.add_parser("models", help="list the model weights the config needs")
     models.add_argument("--config", type=Path, metavar="FILE")
     action = models.add_mutually_exclusive_group()
@@ -90,11 +101,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if getattr(args, "require", None) or getattr(args, "faces", None):
             config = config.with_policy(require=args.require, faces=args.faces)
+        if args.command == "watch" and args.folder is not None:
+            folders = config.folders.model_copy(update={"inbox": args.folder.resolve()})
+            config = config.model_copy(update={"folders": folders})
         configure_logging(
             level=getattr(args, "log_level", None) or config.logging.level,
             format=config.logging.format,
+            # The daemon's events are its output; one-shot commands keep stdout for --json.
+            stream=sys.stdout if args.command == "watch" else sys.stderr,
+            journal=args.command == "watch",
         )
-        handler = {"check": _check, "scan": _scan, "models": _models}[args.command]
+        handler = {"check": _check, "scan": _scan, "models": _models, "watch": _watch}[args.command]
         return int(handler(args, config))
     except ConfigError as error:
         print(f"facesieve: config error: {error}", file=sys.stderr)
@@ -230,6 +247,12 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         file=sys.stderr,
     )
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+
+def _watch(args: argparse.Namespace, config: Config) -> int:
+    from .watch import Guard
+
+    return Guard(config, config_path=args.config).run()
 
 
 def _models(args: argparse.Namespace, config: Config) -> ExitCode:

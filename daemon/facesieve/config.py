@@ -28,7 +28,9 @@ __all__ = [
     "PolicyConfig",
     "Require",
     "ResolvedFolders",
+    "WatchConfig",
     "load_config",
+    "watch_folders",
 ]
 
 Require = Literal["face", "man", "woman"]
@@ -127,6 +129,31 @@ class LedgerConfig(_Section):
     path: Path | None = None
 
 
+class WatchConfig(_Section):
+    """How `facesieve watch` follows the inbox."""
+
+    # Bounded: when it is full, events are dropped and a reconciliation pass walks
+    # the inbox instead, so a burst never blocks the observer and never loses a file.
+    queue_size: Annotated[int, Field(ge=1)] = 256
+    # Poll instead of inotify, for network filesystems where close events do not exist.
+    polling: bool = False
+    poll_interval: Annotated[float, Field(gt=0)] = 2.0
+    # A file is judged only once its size and mtime have been stable this long,
+    # in polling mode and in reconciliation passes.
+    settle_seconds: Annotated[float, Field(ge=0)] = 2.0
+    # A periodic reconciliation pass finds files no event announced.
+    reconcile_interval: Annotated[float, Field(gt=0)] = 300.0
+    # Names (fnmatch, any path component) that are never judged: temporary names.
+    ignore: tuple[str, ...] = ("*.part", "*.tmp", "*.crdownload", "*.partial", ".*")
+    # Folders inside the inbox that are never watched (facesieve's own folders may
+    # lie inside the inbox only when listed here, or under <inbox>/.facesieve).
+    exclude: tuple[Path, ...] = ()
+    # SIGTERM: how long the current file may take before the daemon gives up on it.
+    stop_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # How often STATUS= is sent to systemd.
+    status_interval: Annotated[float, Field(gt=0)] = 5.0
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: readable lines on a terminal, JSON lines otherwise.
@@ -145,9 +172,11 @@ class ResolvedFolders(BaseModel):
     ledger: Path
     state: Path
 
+    excluded: tuple[Path, ...] = ()
+
     def managed(self) -> tuple[Path, ...]:
-        """Folders facesieve writes into; a scan never descends into them."""
-        managed = [self.state, self.quarantine, self.review]
+        """Folders facesieve writes into or is told to leave alone; never descended into."""
+        managed = [self.state, self.quarantine, self.review, *self.excluded]
         if self.accepted is not None:
             managed.append(self.accepted)
         return tuple(managed)
@@ -161,6 +190,7 @@ class Config(_Section):
     images: ImagesConfig = ImagesConfig()
     ledger: LedgerConfig = LedgerConfig()
     logging: LoggingConfig = LoggingConfig()
+    watch: WatchConfig = WatchConfig()
 
     def with_policy(self, **changes: Any) -> Config:
         """A copy with policy settings overridden (from the command line), re-validated."""
@@ -180,7 +210,38 @@ class Config(_Section):
             accepted=folders.accepted.resolve() if folders.accepted else None,
             ledger=(self.ledger.path or state / "ledger.sqlite3").resolve(),
             state=state,
+            excluded=tuple(p.resolve() for p in self.watch.exclude),
         )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def watch_folders(config: Config) -> ResolvedFolders:
+    """The folders `facesieve watch` uses, refusing layouts that would judge its own output.
+
+    Raises:
+        ConfigError: no inbox is set, or quarantine/review/accepted lies inside the
+            inbox without being excluded from watching.
+    """
+    if config.folders.inbox is None:
+        raise ConfigError("folders.inbox", "watch needs the folder to guard")
+    folders = config.resolve_folders(config.folders.inbox)
+    excluded = [folders.state, *(p.resolve() for p in config.watch.exclude)]
+    for key in ("quarantine", "review", "accepted"):
+        folder = getattr(folders, key)
+        if folder is None or not _inside(folder, folders.root):
+            continue
+        if folder == folders.root:
+            raise ConfigError(f"folders.{key}", "is the inbox itself")
+        if not any(_inside(folder, e) for e in excluded):
+            raise ConfigError(
+                f"folders.{key}",
+                f"{folder} lies inside the inbox {folders.root}; "
+                "list it in watch.exclude or move it outside",
+            )
+    return folders
 
 
 def _validate(data: dict[str, Any]) -> Config:
@@ -205,8 +266,17 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         for key in keys:
             value = table.get(key)
             if isinstance(value, str):
-                path = Path(value).expanduser()
-                table[key] = str(path if path.is_absolute() else base / path)
+                table[key] = _relative_to(base, value)
+    watch = data.get("watch")
+    if isinstance(watch, dict) and isinstance(watch.get("exclude"), list):
+        watch["exclude"] = [
+            _relative_to(base, v) if isinstance(v, str) else v for v in watch["exclude"]
+        ]
+
+
+def _relative_to(base: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
 
 
 def load_config(path: Path | None) -> Config:

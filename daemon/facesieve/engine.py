@@ -19,7 +19,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from .actions import Action, delete_file, free_destination, move_file, plan
+from .actions import (
+    Action,
+    delete_file,
+    free_destination,
+    move_file,
+    plan,
+    remove_partials,
+    resume_move,
+)
 from .analyzer import MAX_BATCH, Analyzer
 from .config import Config, ResolvedFolders
 from .errors import ActionError, ImageAccessError, UnreadableImageError
@@ -298,6 +306,42 @@ class Engine:
         if self.ledger is not None and row_id is not None:
             self.ledger.complete(row_id, landed)
         return _with(outcome, destination=landed)
+
+    def recover(self) -> int:
+        """Settle every action a crash left half-done; returns how many were pending.
+
+        After it, each file is in exactly one place and its ledger row says which:
+        a move that happened is completed (its source unlinked if it lingered), one
+        that did not is marked failed so the file, still in the inbox, is judged again.
+        """
+        if self.ledger is None or self.folders is None:
+            return 0
+        for folder in self.folders.managed():
+            for partial in remove_partials(folder):
+                self._log.warning("partial_removed", path=str(partial))
+        pending = self.ledger.pending()
+        for row in pending:
+            source = Path(row.path)
+            if row.action == Action.DELETE:
+                done = not os.path.lexists(source)
+                landed = None
+            elif row.destination is not None and row.destination != row.path:
+                landed = resume_move(source, Path(row.destination), row.sha256)
+                done = landed is not None
+            else:
+                done, landed = True, None
+            if done:
+                self.ledger.complete(row.id, landed)
+            else:
+                self.ledger.fail(row.id, "interrupted before the action; judged again")
+            self._log.warning(
+                "recovered",
+                path=row.path,
+                action=row.action,
+                completed=done,
+                destination=None if landed is None else str(landed),
+            )
+        return len(pending)
 
     def _report(self, outcome: Outcome) -> Outcome:
         fields: dict[str, Any] = {"path": str(outcome.path), "reason": outcome.reason}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from typing import Any, Literal, TextIO
 
@@ -32,13 +34,51 @@ class _TqdmAwareWriter:
     log = debug = info = warning = warn = error = critical = exception = msg
 
 
+_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def _journal_sender() -> Any:
+    """systemd-python's journal.send when stdout is a journald stream, else None."""
+    if not os.environ.get("JOURNAL_STREAM"):
+        return None
+    try:
+        from systemd import journal
+    except ImportError:
+        return None
+    return journal.send
+
+
+def _to_journal(send: Any) -> Any:
+    def render(logger: Any, name: str, event: dict[str, Any]) -> str:
+        fields = {
+            key.upper(): value if isinstance(value, str) else json.dumps(value, default=str)
+            for key, value in event.items()
+            if key not in ("event", "level", "timestamp")
+        }
+        level = str(event.get("level", "info"))
+        send(
+            str(event.get("event", "")),
+            PRIORITY=str(_PRIORITIES.get(level, 6)),
+            SYSLOG_IDENTIFIER="facesieve",
+            **fields,
+        )
+        raise structlog.DropEvent
+
+    return render
+
+
 def configure_logging(
     *,
     level: str = "info",
     format: Literal["auto", "json", "console"] = "auto",
     stream: TextIO | None = None,
+    journal: bool = False,
 ) -> None:
-    """Route structlog events to `stream` (stderr by default) as JSON or console lines."""
+    """Route structlog events to `stream` (stderr by default) as JSON or console lines.
+
+    With `journal`, under journald (JOURNAL_STREAM set) and with systemd-python
+    installed, each event goes to the journal with its fields as journal fields.
+    """
     stream = stream or sys.stderr
     use_console = format == "console" or (format == "auto" and stream.isatty())
     processors: list[Any] = [
@@ -46,9 +86,14 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if use_console:
+    send = _journal_sender() if journal and format == "auto" else None
+    factory: Any
+    if send is not None:
+        processors.append(_to_journal(send))
+        factory = structlog.WriteLoggerFactory(file=stream)
+    elif use_console:
         processors.append(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
-        factory: Any = lambda *_: _TqdmAwareWriter(stream)  # noqa: E731
+        factory = lambda *_: _TqdmAwareWriter(stream)  # noqa: E731
     else:
         processors += [
             structlog.processors.format_exc_info,
