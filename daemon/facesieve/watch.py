@@ -185,7 +185,9 @@ class Guard:
     def _work(self) -> None:
         ledger = None
         try:
+            started = time.monotonic()
             analyzer = self._make_analyzer(self.config)
+            self._log.info("models_loaded", seconds=round(time.monotonic() - started, 2))
             ledger = Ledger(self.folders.ledger)
             engine = Engine(self.config, analyzer, folders=self.folders, ledger=ledger)
             recovered = engine.recover()

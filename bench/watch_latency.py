@@ -1,0 +1,163 @@
+"""`facesieve watch` under load: close-to-decision latency and memory.
+
+Usage: python bench/watch_latency.py [--data ../shared/data] [--idle 30] [--burst 1000]
+                                     [--rss 500,5000]
+
+Starts the real daemon on a temporary inbox and measures, from its JSON log:
+  - latency from a file's close (its writer's clock) to its `decision` event,
+    p50 and p95, idle (one file at a time) and during a burst;
+  - the daemon's peak RSS (VmHWM) after N images, to show growth stays bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def photos(data: Path) -> list[Path]:
+    with (data / "utkface" / "labels.csv").open(newline="") as handle:
+        faces = [data / "utkface" / r["file"] for r in csv.DictReader(handle)][:60]
+    with (data / "fairface" / "labels.csv").open(newline="") as handle:
+        wild = [data / "fairface" / r["file"] for r in csv.DictReader(handle)][:30]
+    with (data / "noface" / "labels.csv").open(newline="") as handle:
+        cats = [data / "noface" / r["file"] for r in csv.DictReader(handle)][:30]
+    return faces + wild + cats
+
+
+class Watch:
+    def __init__(self, inbox: Path, workdir: Path) -> None:
+        config = workdir / "facesieve.toml"
+        config.write_text(f'[folders]\ninbox = "{inbox}"\n[logging]\nformat = "json"\n')
+        self.log = workdir / "log.jsonl"
+        self._out = self.log.open("wb")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "facesieve", "watch", "--config", str(config)],
+            stdout=self._out,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self.wait(lambda e: e.get("event") == "ready", 1, 300)
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def decisions(self) -> dict[str, float]:
+        return {
+            e["path"]: datetime.fromisoformat(e["timestamp"]).timestamp()
+            for e in self.events()
+            if e.get("event") == "decision"
+        }
+
+    def wait(self, match, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(1 for e in self.events() if match(e)) >= count:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"waited {timeout} s for {count} events")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(120)
+        self._out.close()
+        return code
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def put(source: Path, target: Path) -> float:
+    shutil.copyfile(source, target)
+    return time.time()  # the close happened inside copyfile, just before this
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--idle", type=int, default=30)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--rss", default="500,5000")
+    args = parser.parse_args(argv)
+    pool = photos(args.data)
+    checkpoints = sorted(int(n) for n in args.rss.split(","))
+    with tempfile.TemporaryDirectory(prefix="facesieve-watch-bench-") as tmp:
+        inbox = Path(tmp) / "inbox"
+        inbox.mkdir()
+        watch = Watch(inbox, Path(tmp))
+        print(f"daemon ready; peak RSS after loading: {watch.peak_rss_mb():.0f} MB")
+
+        closed: dict[str, float] = {}
+        for index in range(args.idle):
+            path = inbox / f"idle_{index:04d}.jpg"
+            closed[str(path)] = put(pool[index % len(pool)], path)
+            watch.wait(
+                lambda e, p=str(path): e.get("path") == p and e.get("event") == "decision", 1, 60
+            )
+            time.sleep(0.2)
+        decided = watch.decisions()
+        idle = [(decided[p] - t) * 1000 for p, t in closed.items()]
+        print(
+            f"idle, {len(idle)} files one at a time: close->decision "
+            f"p50 {percentile(idle, 0.5):.0f} ms, p95 {percentile(idle, 0.95):.0f} ms"
+        )
+
+        closed = {}
+        for index in range(args.burst):
+            path = inbox / f"burst_{index:05d}.jpg"
+            closed[str(path)] = put(pool[index % len(pool)], path)
+        watch.wait(lambda e: e.get("event") == "decision", args.idle + args.burst, 1800)
+        decided = watch.decisions()
+        burst = [(decided[p] - t) * 1000 for p, t in closed.items()]
+        p50, p95 = percentile(burst, 0.5) / 1000, percentile(burst, 0.95) / 1000
+        print(
+            f"burst of {len(burst)} files: close->decision p50 {p50:.1f} s, p95 {p95:.1f} s "
+            "(the queue drains at the model's pace; the last file waits for all before it)"
+        )
+
+        judged = args.idle + args.burst
+        rss: dict[int, float] = {}
+        for target in checkpoints:
+            batch = max(0, target - judged)
+            for index in range(batch):
+                put(pool[index % len(pool)], inbox / f"rss_{target}_{index:05d}.jpg")
+            judged += batch
+            watch.wait(lambda e: e.get("event") == "decision", judged, 3600)
+            rss[target] = watch.peak_rss_mb()
+            print(f"peak RSS after {judged} images: {rss[target]:.0f} MB")
+        if len(checkpoints) >= 2:
+            first, last = checkpoints[0], checkpoints[-1]
+            print(f"growth from {first} to {last} images: {rss[last] - rss[first]:+.0f} MB")
+        print(f"daemon exit code on SIGTERM: {watch.stop()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

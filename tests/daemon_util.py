@@ -1,0 +1,98 @@
+"""Running `facesieve watch` as a real subprocess and following what it logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+class Daemon:
+    """`python -m facesieve watch --config CONFIG`, logging JSON lines to a file."""
+
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+        self.process: subprocess.Popen[bytes] | None = None
+        self._terminated = False
+
+    def start(self) -> Daemon:
+        self._out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "facesieve", "watch", "--config", str(self.config)],
+            stdout=self._out,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+        )
+        return self
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        found = []
+        if not self.log.exists():
+            return found
+        for line in self.log.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if name is None or event.get("event") == name:
+                found.append(event)
+        return found
+
+    def wait_for(self, name: str, count: int = 1, timeout: float = 120.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited with {self.process.returncode} "
+                    f"waiting for {count} {name!r}: {self.events()[-5:]}"
+                )
+            time.sleep(0.1)
+        raise AssertionError(
+            f"timed out waiting for {count} {name!r} events; have {len(self.events(name))}"
+        )
+
+    def decisions_by_path(self) -> Counter[str]:
+        return Counter(e["path"] for e in self.events("decision"))
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self._terminated |= signum in (signal.SIGTERM, signal.SIGINT)
+        self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None and not self._terminated:
+            self.signal(signal.SIGTERM)  # once: a second one means "stop at once"
+        code = self.process.wait(timeout)
+        self._out.close()
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(30)
+        self._out.close()
+
+
+def write_config(path: Path, inbox: Path, **sections: dict[str, Any]) -> Path:
+    lines = ["[folders]", f'inbox = "{inbox}"']
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,121 @@
+"""Crash recovery in isolation: each state a kill -9 can leave an action in.
+
+The real daemon is killed for real in test_watch.py; here each window of a move
+is recreated exactly, since a random kill rarely lands inside one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from facesieve.actions import PARTIAL_SUFFIX
+from facesieve.config import Config
+from facesieve.engine import Engine
+from facesieve.ledger import Ledger
+
+
+class _NoModels:
+    """Recovery never runs a model; this stands in for the analyzer."""
+
+    def describe(self) -> dict[str, str]:
+        return {"detector": "none", "gender": "none"}
+
+
+def setup(tmp_path: Path) -> tuple[Engine, Ledger, Path, Path]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    folders = Config().resolve_folders(inbox)
+    ledger = Ledger(folders.ledger)
+    engine = Engine(Config(), _NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+    return engine, ledger, inbox, folders.quarantine
+
+
+def intend(ledger: Ledger, source: Path, destination: Path | None, data: bytes, action: str) -> int:
+    return ledger.begin(
+        path=source,
+        root=source.parent,
+        size=len(data),
+        mtime_ns=0,
+        mode=0o100644,
+        sha256=hashlib.sha256(data).hexdigest(),
+        faces=[],
+        verdict="reject",
+        reason="no face found",
+        action=action,
+        destination=destination,
+        models={"detector": "none", "gender": "none"},
+        elapsed_ms=1.0,
+    )
+
+
+def state(ledger: Ledger) -> list[tuple[str, Any]]:
+    return [(r.state, r.destination) for r in ledger.rows()]
+
+
+def test_killed_before_the_link(tmp_path: Path) -> None:
+    engine, ledger, inbox, quarantine = setup(tmp_path)
+    (inbox / "a.jpg").write_bytes(b"A")
+    intend(ledger, inbox / "a.jpg", quarantine / "a.jpg", b"A", "quarantine")
+    assert engine.recover() == 1
+    assert (inbox / "a.jpg").read_bytes() == b"A" and not (quarantine / "a.jpg").exists()
+    assert state(ledger) == [("failed", str(quarantine / "a.jpg"))]
+    assert engine.previous(inbox / "a.jpg") is None  # so it is judged again
+
+
+def test_killed_between_link_and_unlink(tmp_path: Path) -> None:
+    engine, ledger, inbox, quarantine = setup(tmp_path)
+    (inbox / "a.jpg").write_bytes(b"A")
+    quarantine.mkdir(parents=True)
+    os.link(inbox / "a.jpg", quarantine / "a.jpg")
+    intend(ledger, inbox / "a.jpg", quarantine / "a.jpg", b"A", "quarantine")
+    engine.recover()
+    assert not (inbox / "a.jpg").exists()
+    assert (quarantine / "a.jpg").read_bytes() == b"A"
+    assert state(ledger) == [("done", str(quarantine / "a.jpg"))]
+
+
+def test_killed_after_the_unlink(tmp_path: Path) -> None:
+    engine, ledger, inbox, quarantine = setup(tmp_path)
+    quarantine.mkdir(parents=True)
+    (quarantine / "a.jpg").write_bytes(b"A")
+    intend(ledger, inbox / "a.jpg", quarantine / "a.jpg", b"A", "quarantine")
+    engine.recover()
+    assert state(ledger) == [("done", str(quarantine / "a.jpg"))]
+
+
+def test_killed_mid_copy_across_filesystems(tmp_path: Path) -> None:
+    engine, ledger, inbox, quarantine = setup(tmp_path)
+    (inbox / "a.jpg").write_bytes(b"AAAA")
+    quarantine.mkdir(parents=True)
+    (quarantine / ("a.jpg" + PARTIAL_SUFFIX)).write_bytes(b"AA")
+    intend(ledger, inbox / "a.jpg", quarantine / "a.jpg", b"AAAA", "quarantine")
+    engine.recover()
+    assert (inbox / "a.jpg").read_bytes() == b"AAAA"
+    assert list(quarantine.iterdir()) == []
+    assert state(ledger)[0][0] == "failed"
+
+
+def test_collision_renamed_destination_is_followed(tmp_path: Path) -> None:
+    engine, ledger, inbox, quarantine = setup(tmp_path)
+    quarantine.mkdir(parents=True)
+    (quarantine / "a.jpg").write_bytes(b"someone else")
+    (quarantine / "a~1.jpg").write_bytes(b"A")
+    intend(ledger, inbox / "a.jpg", quarantine / "a.jpg", b"A", "quarantine")
+    engine.recover()
+    assert state(ledger) == [("done", str(quarantine / "a~1.jpg"))]
+    assert (quarantine / "a.jpg").read_bytes() == b"someone else"
+
+
+def test_interrupted_delete(tmp_path: Path) -> None:
+    engine, ledger, inbox, _ = setup(tmp_path)
+    (inbox / "gone.jpg").write_bytes(b"G")
+    intend(ledger, inbox / "gone.jpg", None, b"G", "delete")
+    (inbox / "gone.jpg").unlink()
+    (inbox / "kept.jpg").write_bytes(b"K")
+    intend(ledger, inbox / "kept.jpg", None, b"K", "delete")
+    engine.recover()
+    assert [r.state for r in ledger.rows()] == ["done", "failed"]
+    assert (inbox / "kept.jpg").exists()
