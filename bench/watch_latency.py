@@ -43,6 +43,8 @@ class Watch:
         config.write_text(f'[folders]\ninbox = "{inbox}"\n[logging]\nformat = "json"\n')
         self.log = workdir / "log.jsonl"
         self._out = self.log.open("wb")
+        self._offset = 0
+        self._events: list[dict] = []
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "facesieve", "watch", "--config", str(config)],
@@ -53,13 +55,18 @@ class Watch:
         self.wait(lambda e: e.get("event") == "ready", 1, 300)
 
     def events(self) -> list[dict]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
+        """Parsed log events, read incrementally so that polling stays cheap."""
+        with self.log.open("rb") as handle:
+            handle.seek(self._offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
             try:
-                out.append(json.loads(line))
+                self._events.append(json.loads(line))
             except json.JSONDecodeError:
                 continue
-        return out
+        return self._events
 
     def decisions(self) -> dict[str, float]:
         return {
@@ -73,7 +80,7 @@ class Watch:
         while time.monotonic() < deadline:
             if sum(1 for e in self.events() if match(e)) >= count:
                 return
-            time.sleep(0.05)
+            time.sleep(0.1)
         raise TimeoutError(f"waited {timeout} s for {count} events")
 
     def peak_rss_mb(self) -> float:
@@ -129,11 +136,25 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {percentile(idle, 0.5):.0f} ms, p95 {percentile(idle, 0.95):.0f} ms"
         )
 
+        judged = args.idle
+        rss: dict[int, float] = {}
+
+        def fill_to(target: int) -> None:
+            nonlocal judged
+            for index in range(max(0, target - judged)):
+                put(pool[index % len(pool)], inbox / f"rss_{target}_{index:05d}.jpg")
+            judged = max(judged, target)
+            watch.wait(lambda e: e.get("event") == "decision", judged, 3600)
+            rss[target] = watch.peak_rss_mb()
+            print(f"peak RSS after {judged} images: {rss[target]:.0f} MB")
+
+        fill_to(checkpoints[0])
         closed = {}
         for index in range(args.burst):
             path = inbox / f"burst_{index:05d}.jpg"
             closed[str(path)] = put(pool[index % len(pool)], path)
-        watch.wait(lambda e: e.get("event") == "decision", args.idle + args.burst, 1800)
+        judged += args.burst
+        watch.wait(lambda e: e.get("event") == "decision", judged, 1800)
         decided = watch.decisions()
         burst = [(decided[p] - t) * 1000 for p, t in closed.items()]
         p50, p95 = percentile(burst, 0.5) / 1000, percentile(burst, 0.95) / 1000
@@ -142,16 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             "(the queue drains at the model's pace; the last file waits for all before it)"
         )
 
-        judged = args.idle + args.burst
-        rss: dict[int, float] = {}
-        for target in checkpoints:
-            batch = max(0, target - judged)
-            for index in range(batch):
-                put(pool[index % len(pool)], inbox / f"rss_{target}_{index:05d}.jpg")
-            judged += batch
-            watch.wait(lambda e: e.get("event") == "decision", judged, 3600)
-            rss[target] = watch.peak_rss_mb()
-            print(f"peak RSS after {judged} images: {rss[target]:.0f} MB")
+        for target in checkpoints[1:]:
+            fill_to(target)
         if len(checkpoints) >= 2:
             first, last = checkpoints[0], checkpoints[-1]
             print(f"growth from {first} to {last} images: {rss[last] - rss[first]:+.0f} MB")

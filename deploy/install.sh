@@ -66,6 +66,7 @@ install -D -m 0644 -- "$DEPLOY/facesieve@.service" /etc/systemd/system/facesieve
 install -D -m 0644 -- "$DEPLOY/sysusers.d/facesieve.conf" /etc/sysusers.d/facesieve.conf
 install -D -m 0644 -- "$DEPLOY/tmpfiles.d/facesieve.conf" /etc/tmpfiles.d/facesieve.conf
 install -D -m 0644 -- "$DEPLOY/README.md" /usr/share/doc/facesieve/README.md
+install -D -m 0644 -- "$SRC/config.example.toml" /usr/share/doc/facesieve/config.example.toml
 
 systemd-sysusers /etc/sysusers.d/facesieve.conf
 systemd-tmpfiles --create /etc/tmpfiles.d/facesieve.conf
@@ -89,9 +90,9 @@ done
 if [[ -e $CONFIG ]]; then
     log "keeping existing $CONFIG"
 else
-    [[ -f $SRC/config.example.toml ]] || die "$SRC/config.example.toml is missing"
-    log "creating $CONFIG from config.example.toml"
-    install -m 0640 -o root -g "$SERVICE_USER" -- "$SRC/config.example.toml" "$CONFIG"
+    [[ -f $SRC/deploy/default.toml ]] || die "$SRC/deploy/default.toml is missing"
+    log "creating $CONFIG from deploy/default.toml"
+    install -m 0640 -o root -g "$SERVICE_USER" -- "$SRC/deploy/default.toml" "$CONFIG"
 fi
 
 # --- Models ------------------------------------------------------------------

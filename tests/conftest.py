@@ -49,17 +49,10 @@ def deepface_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
     """The real default models, loaded once for the session."""
-    from facesieve.analyzer import Analyzer
+    from facesieve.analyzer import load_analyzer
     from facesieve.config import Config
 
-    config = Config()
-    loaded = Analyzer(
-        config.models,
-        min_face_confidence=config.policy.min_face_confidence,
-        min_face_size=config.policy.min_face_size,
-    )
-    loaded.load()
-    return loaded
+    return load_analyzer(Config())
 
 
 def copy_images(destination: Path, picks: dict[str, list[str]]) -> list[Path]:

@@ -26,6 +26,9 @@ def test_example_config_is_valid_and_matches_the_defaults() -> None:
     assert example.policy == defaults.policy
     assert example.models.detector == defaults.models.detector
     assert example.actions == defaults.actions
+    assert example.images == defaults.images
+    assert example.watch == defaults.watch
+    assert example.logging == defaults.logging
 
 
 @pytest.mark.parametrize(
@@ -83,3 +86,32 @@ def test_command_line_policy_overrides_are_validated() -> None:
     assert config.policy.require == "woman"
     with pytest.raises(ConfigError, match=r"policy\.require"):
         Config().with_policy(require="cat")
+
+
+def test_the_deployed_config_is_a_valid_watch_layout() -> None:
+    from facesieve.config import watch_folders
+
+    config = load_config(PROJECT / "deploy" / "default.toml")
+    folders = watch_folders(config)
+    assert folders.root == Path("/srv/facesieve/default/inbox")
+    assert folders.ledger == Path("/var/lib/facesieve/default/ledger.sqlite3")
+
+
+def test_watch_refuses_managed_folders_inside_the_inbox(tmp_path: Path) -> None:
+    from facesieve.config import watch_folders
+
+    inside = Config.model_validate(
+        {"folders": {"inbox": str(tmp_path), "review": str(tmp_path / "review")}}
+    )
+    with pytest.raises(ConfigError) as caught:
+        watch_folders(inside)
+    assert caught.value.key == "folders.review"
+    excluded = Config.model_validate(
+        {
+            "folders": {"inbox": str(tmp_path), "review": str(tmp_path / "review")},
+            "watch": {"exclude": [str(tmp_path / "review")]},
+        }
+    )
+    assert watch_folders(excluded).review == tmp_path / "review"
+    with pytest.raises(ConfigError, match=r"folders\.inbox"):
+        watch_folders(Config())

@@ -140,7 +140,8 @@ def test_kill_9_mid_burst_then_restart(tmp_path: Path, deepface_home: Path) -> N
     quarantine = _quarantine_elsewhere(tmp_path)
     config = tmp_path / "c.toml"
     config.write_text(
-        f'[folders]\ninbox = "{inbox}"\nquarantine = "{quarantine}"\n[watch]\nsettle_seconds = 0.2\n'
+        f'[folders]\ninbox = "{inbox}"\nquarantine = "{quarantine}"\n'
+        "[watch]\nsettle_seconds = 0.2\n"
     )
     log = tmp_path / "log.jsonl"
     rounds = []

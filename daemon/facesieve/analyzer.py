@@ -18,13 +18,13 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import ModelsConfig
+from .config import Config, ModelsConfig
 from .errors import ModelLoadError
 from .images import DecodedImage
 from .models import deepface_home, missing
 from .policy import Face, Gender
 
-__all__ = ["Analyzer"]
+__all__ = ["MAX_BATCH", "Analyzer", "load_analyzer"]
 
 Box = tuple[int, int, int, int]  # x, y, width, height
 
@@ -222,6 +222,17 @@ class Analyzer:
                 continue
             kept.append(((x0, y0, x1 - x0, y1 - y0), confidence))
         return kept
+
+
+def load_analyzer(config: Config) -> Analyzer:
+    """An analyzer for `config`, loaded on the calling thread (which then owns it)."""
+    analyzer = Analyzer(
+        config.models,
+        min_face_confidence=config.policy.min_face_confidence,
+        min_face_size=config.policy.min_face_size,
+    )
+    analyzer.load()
+    return analyzer
 
 
 def _build_detector(name: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import signal
 import sys
@@ -91,7 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="let DeepFace download missing weights (needs internet)",
     )
     models.add_argument("--json", action="store_true")
+
+    # Commands that live in their own modules: each module has configure_<name>(parser)
+    # and run_<name>(args, config) -> int, imported only when the parser is built.
+    for name, (module, summary) in _ELSEWHERE.items():
+        if importlib.util.find_spec(f"{__package__}.{module}") is None:
+            continue  # TEMPORARY while the module is being written; removed before landing
+        sub = commands.add_parser(name, help=summary)
+        sub.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
+        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        getattr(_module(module), f"configure_{name}")(sub)
     return parser
+
+
+_ELSEWHERE = {
+    "eval": ("evaluate", "measure the engine on a labelled folder (labels.csv)"),
+    "restore": ("restore", "move quarantined or reviewed files back where they were"),
+    "purge": ("restore", "delete quarantined files past their retention"),
+    "report": ("report", "write a self-contained HTML page of what was removed and why"),
+    "stats": ("stats", "counts per verdict and per day, throughput, latest decisions"),
+}
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stdout if args.command == "watch" else sys.stderr,
             journal=args.command == "watch",
         )
+        if args.command in _ELSEWHERE:
+            module = _module(_ELSEWHERE[args.command][0])
+            return int(getattr(module, f"run_{args.command}")(args, config))
         handler = {"check": _check, "scan": _scan, "models": _models, "watch": _watch}[args.command]
         return int(handler(args, config))
     except ConfigError as error:
@@ -130,20 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
 
 
-def _load_analyzer(config: Config) -> Any:
-    from .analyzer import Analyzer
+def load_analyzer(config: Config) -> Any:
+    """Load the configured models, logging how long it took."""
+    from .analyzer import load_analyzer as load
 
-    log = get_logger()
     started = time.perf_counter()
-    analyzer = Analyzer(
-        config.models,
-        min_face_confidence=config.policy.min_face_confidence,
-        min_face_size=config.policy.min_face_size,
-    )
-    analyzer.load()
-    log.info(
-        "models_loaded", seconds=round(time.perf_counter() - started, 2), **analyzer.describe()
-    )
+    analyzer = load(config)
+    seconds = round(time.perf_counter() - started, 2)
+    get_logger().info("models_loaded", seconds=seconds, **analyzer.describe())
     return analyzer
 
 
@@ -160,7 +182,7 @@ def _print_outcome(outcome: Any, *, as_json: bool, with_action: bool) -> None:
 def _check(args: argparse.Namespace, config: Config) -> ExitCode:
     from .engine import Engine, Status
 
-    engine = Engine(config, _load_analyzer(config))
+    engine = Engine(config, load_analyzer(config))
     for outcome in engine.process_many(args.images):
         if outcome.status is Status.DECIDED:
             _print_outcome(outcome, as_json=args.json, with_action=False)
@@ -201,7 +223,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     if not root.is_dir():
         raise ConfigError("DIR", f"{root} is not a folder")
     folders = config.resolve_folders(root)
-    analyzer = _load_analyzer(config)  # before anything is touched
+    analyzer = load_analyzer(config)  # before anything is touched
     ledger = None if args.dry_run else Ledger(folders.ledger)
     engine = Engine(config, analyzer, folders=folders, ledger=ledger, dry_run=args.dry_run)
     counts: Counter[str] = Counter()
@@ -265,7 +287,7 @@ def _models(args: argparse.Namespace, config: Config) -> ExitCode:
         fetching = config.model_copy(
             update={"models": config.models.model_copy(update={"allow_download": True})}
         )
-        _load_analyzer(fetching)
+        load_analyzer(fetching)
     files = inventory(config.models)
     rows = [
         {

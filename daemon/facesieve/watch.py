@@ -38,7 +38,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from .analyzer import MAX_BATCH, Analyzer
+from .analyzer import MAX_BATCH, Analyzer, load_analyzer
 from .config import Config, ResolvedFolders, load_config, watch_folders
 from .engine import Engine, Outcome, Status, iter_images
 from .errors import ConfigError, ModelLoadError
@@ -113,7 +113,7 @@ class Guard:
         self.folders: ResolvedFolders = watch_folders(config)
         self._config_path = config_path
         self._notifier = notifier or Notifier.from_environment()
-        self._make_analyzer = make_analyzer or _default_analyzer
+        self._make_analyzer = make_analyzer or load_analyzer
         self._log = get_logger()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
         self._stop = threading.Event()
@@ -416,13 +416,3 @@ class Guard:
                 else:
                     self._log.error("worker_stalled", seconds=round(now - self._heartbeat, 1))
                 next_ping = now + ping_every
-
-
-def _default_analyzer(config: Config) -> Analyzer:
-    analyzer = Analyzer(
-        config.models,
-        min_face_confidence=config.policy.min_face_confidence,
-        min_face_size=config.policy.min_face_size,
-    )
-    analyzer.load()
-    return analyzer

@@ -1,0 +1,142 @@
+"""`facesieve eval`: its figures against a count done here, and the README's figures."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from facesieve.config import PolicyConfig
+from facesieve.evaluate import Sample, coverage_curve, figures
+from facesieve.policy import Face
+
+from .cli_util import run_cli
+from .conftest import DATA, is_adult, labelled
+
+MAN = Face((0, 0, 100, 100), 0.99, "man", 0.99)
+WOMAN = Face((0, 0, 100, 100), 0.99, "woman", 0.97)
+UNSURE = Face((0, 0, 100, 100), 0.99, "man", 0.7)
+
+
+def test_figures_by_hand() -> None:
+    samples = [
+        Sample("a", {"gender": "male"}, (MAN,)),
+        Sample("b", {"gender": "male"}, (WOMAN,)),  # wrong
+        Sample("c", {"gender": "female"}, (WOMAN,)),
+        Sample("d", {"gender": "female"}, (UNSURE,)),  # review
+        Sample("e", {"gender": "female"}, ()),  # no face found
+        Sample("f", {"label": "no_face"}, (MAN,)),  # a false face
+        Sample("g", {"label": "no_face"}, ()),
+    ]
+    result = figures(samples, PolicyConfig()).as_dict()
+    assert result["face_recall"] == 0.8
+    assert result["false_face_rate"] == 0.5
+    assert result["gender_accuracy"] == round(2 / 3, 4)
+    assert result["review_rate"] == 0.2
+    assert result["confusion"]["female"] == {"woman": 1, "review": 1, "no face": 1}
+    curve = {p["threshold"]: p for p in coverage_curve(samples, PolicyConfig(), [0.5, 0.98])}
+    assert curve[0.5]["coverage"] == 0.8  # the unsure face is decided at 0.5
+    assert curve[0.98]["coverage"] == 0.2  # only MAN (0.99) is sure enough at 0.98
+
+
+def build_labelled(folder: Path) -> list[dict[str, str]]:
+    """A small labelled folder in the layout of ../shared/data, mixed sources."""
+    folder.mkdir()
+    rows: list[dict[str, str]] = []
+    for row in labelled("fairface")[:24:2]:
+        rows.append({"file": row["file"], "gender": row["gender"], "age_group": row["age_group"]})
+        shutil.copy2(DATA / "fairface" / row["file"], folder / row["file"])
+    for row in labelled("utkface")[::150]:
+        rows.append(
+            {"file": row["file"], "gender": row["gender"], "race": row["race"], "age": row["age"]}
+        )
+        shutil.copy2(DATA / "utkface" / row["file"], folder / row["file"])
+    for row in labelled("noface")[:6]:
+        rows.append({"file": row["file"], "label": "no_face"})
+        shutil.copy2(DATA / "noface" / row["file"], folder / row["file"])
+    columns = ["file", "gender", "label", "age_group", "age", "race"]
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+@pytest.mark.models
+@pytest.mark.data
+@pytest.mark.slow
+def test_eval_equals_an_independent_count(tmp_path: Path, deepface_home: Path) -> None:
+    folder = tmp_path / "labelled"
+    rows = build_labelled(folder)
+    run = run_cli("eval", str(folder), "--json")
+    assert run.code == 0, run.stderr[-2000:]
+    result = run.records[0]
+
+    check = run_cli("check", *[str(folder / r["file"]) for r in rows], "--require", "man", "--json")
+    assert check.code == 0
+    by_name = {Path(r["path"]).name: r for r in check.records}
+    policy = PolicyConfig()
+
+    def counted(record: dict[str, Any]) -> bool:
+        return any(
+            f["confidence"] >= policy.min_face_confidence
+            and min(f["box"][2], f["box"][3]) >= policy.min_face_size
+            for f in record["faces"]
+        )
+
+    def adult(row: dict[str, str]) -> bool:
+        if row.get("age_group"):
+            return is_adult("fairface", row)
+        if row.get("age"):
+            return is_adult("utkface", row)
+        return True
+
+    people = [r for r in rows if r.get("gender") and adult(r)]
+    cats = [r for r in rows if r.get("label") == "no_face"]
+    found = sum(counted(by_name[r["file"]]) for r in people)
+    decided = [
+        r
+        for r in people
+        if by_name[r["file"]]["verdict"] in ("keep", "reject") and counted(by_name[r["file"]])
+    ]
+    right = sum(
+        (by_name[r["file"]]["verdict"] == "keep") == (r["gender"] == "male") for r in decided
+    )
+    review = sum(by_name[r["file"]]["verdict"] == "review" for r in people)
+    false_faces = sum(counted(by_name[r["file"]]) for r in cats)
+
+    assert result["images"] == len(rows)
+    assert result["images_with_person"] == len(people)
+    assert result["found"] == found
+    assert result["decided"] == len(decided) and result["right"] == right
+    assert result["reviewed"] == review
+    assert result["false_faces"] == false_faces
+    assert result["face_recall"] == round(found / len(people), 4)
+    assert result["review_rate"] == round(review / len(people), 4)
+    children = [r for r in rows if r.get("gender") and not adult(r)]
+    assert result["children"]["images_with_person"] == len(children)
+    assert set(result["groups"]) >= {"age_group", "race"}
+
+
+# The README's "Measured on ../shared/data" table, produced by `facesieve eval`.
+README_FIGURES = {
+    "fairface": {"face_recall": 0.978, "gender_accuracy": 0.974, "review_rate": 0.344},
+    "utkface": {"face_recall": 0.997, "gender_accuracy": 0.983, "review_rate": 0.094},
+    "noface": {"false_face_rate": 0.007},
+}
+
+
+@pytest.mark.models
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", sorted(README_FIGURES))
+def test_defaults_reach_the_readme_figures(folder: str, deepface_home: Path) -> None:
+    labelled(folder)
+    run = run_cli("eval", str(DATA / folder), "--json")
+    assert run.code == 0, run.stderr[-2000:]
+    result = run.records[0]
+    for key, stated in README_FIGURES[folder].items():
+        assert result[key] == pytest.approx(stated, abs=0.02), key
