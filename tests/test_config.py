@@ -29,6 +29,7 @@ def test_example_config_is_valid_and_matches_the_defaults() -> None:
     assert example.images == defaults.images
     assert example.watch == defaults.watch
     assert example.logging == defaults.logging
+    assert example.metrics == defaults.metrics
 
 
 @pytest.mark.parametrize(

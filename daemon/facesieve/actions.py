@@ -4,6 +4,9 @@ Moves never overwrite (a taken name gets a `~N` suffix), keep the path relative
 to the root, the mode and the mtime, and work across filesystems: copy to a
 partial name, fsync, link into place, then remove the source. A file is never
 in no place at all: the source goes only after its copy is durable.
+
+A restore is the same move to one exact name: when that name is taken it fails
+instead of picking a `~N` name, since only the original path is "back".
 """
 
 from __future__ import annotations
@@ -17,17 +20,20 @@ from enum import StrEnum
 from pathlib import Path
 
 from .config import ActionsConfig, ResolvedFolders
-from .errors import ActionError
+from .errors import ActionError, RestoreConflictError
 from .policy import Verdict
 
 __all__ = [
     "PARTIAL_SUFFIX",
     "Action",
     "delete_file",
+    "finish_restore",
     "free_destination",
     "move_file",
     "plan",
+    "purge_file",
     "remove_partials",
+    "restore_file",
     "resume_move",
 ]
 
@@ -40,6 +46,7 @@ class Action(StrEnum):
     QUARANTINE = "quarantine"
     REVIEW = "review"
     DELETE = "delete"
+    RESTORE = "restore"  # moved back from quarantine or review to where it was judged
 
 
 def plan(
@@ -100,28 +107,83 @@ def move_file(source: Path, destination: Path) -> Path:
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         for candidate in _candidates(destination):
-            try:
-                # link() fails on an existing name, so no overwrite can race in.
-                os.link(source, candidate, follow_symlinks=False)
-            except FileExistsError:
-                continue
-            except OSError as error:
-                if error.errno == errno.EXDEV:
-                    landed = _copy_across(source, candidate)
-                elif error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOTSUP):
-                    landed = _rename_if_free(source, candidate)
-                else:
-                    raise
-                if landed is None:
-                    continue
+            landed = _place(source, candidate)
+            if landed is not None:
                 return landed
-            _fsync_dir(candidate.parent)
-            os.unlink(source)
-            _fsync_dir(source.parent)
-            return candidate
     except OSError as error:
         raise ActionError(f"cannot move {source} to {destination}: {error}") from error
     raise AssertionError("unreachable")
+
+
+def _place(source: Path, candidate: Path) -> Path | None:
+    """Move `source` to exactly `candidate`; None, with nothing changed, if the name is taken."""
+    try:
+        # link() fails on an existing name, so no overwrite can race in.
+        os.link(source, candidate, follow_symlinks=False)
+    except FileExistsError:
+        return None
+    except OSError as error:
+        if error.errno == errno.EXDEV:
+            return _copy_across(source, candidate)
+        if error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOTSUP):
+            return _rename_if_free(source, candidate)
+        raise
+    _fsync_dir(candidate.parent)
+    os.unlink(source)
+    _fsync_dir(source.parent)
+    return candidate
+
+
+def restore_file(source: Path, original: Path) -> None:
+    """Move `source` back to exactly `original`, creating its folders, keeping mode and mtime.
+
+    Raises:
+        RestoreConflictError: something is at `original`; nothing was changed.
+        ActionError: the move failed; the file is still at `source`.
+    """
+    if not os.path.lexists(source):
+        raise ActionError(f"cannot restore {source}: it is no longer there")
+    try:
+        original.parent.mkdir(parents=True, exist_ok=True)
+        # A copy across filesystems that a crash cut short left this; the name is ours.
+        partial = original.with_name(original.name + PARTIAL_SUFFIX)
+        if os.path.lexists(partial):
+            os.unlink(partial)
+        landed = _place(source, original)
+    except OSError as error:
+        raise ActionError(f"cannot restore {source} to {original}: {error}") from error
+    if landed is None:
+        raise RestoreConflictError(f"{original} exists; {source} left where it is")
+
+
+def finish_restore(source: Path, original: Path, sha256: str) -> bool:
+    """Whether a restore cut short had already put the file at `original`.
+
+    If so, a source still holding the same bytes goes now, as in `resume_move`;
+    unlike it, no `~N` name is ever taken for the original.
+    """
+    if not _same_content(original, sha256):
+        return False
+    if os.path.lexists(source) and _same_content(source, sha256):
+        os.unlink(source)
+        _fsync_dir(source.parent)
+    return True
+
+
+def purge_file(path: Path, sha256: str) -> bool:
+    """Delete a quarantined file if it still holds the bytes that were judged.
+
+    Returns False when the file is gone already.
+
+    Raises:
+        ActionError: other bytes are at `path` now (left alone), or the delete failed.
+    """
+    if not os.path.lexists(path):
+        return False
+    if not _same_content(path, sha256):
+        raise ActionError(f"{path} no longer holds the file that was quarantined; left alone")
+    delete_file(path)
+    return True
 
 
 def _rename_if_free(source: Path, candidate: Path) -> Path | None:

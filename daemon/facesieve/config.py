@@ -7,11 +7,20 @@ so a typo fails before any model loads or any file is touched.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -24,12 +33,15 @@ __all__ = [
     "ImagesConfig",
     "LedgerConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "ModelsConfig",
     "PolicyConfig",
     "Require",
     "ResolvedFolders",
     "WatchConfig",
     "load_config",
+    "review_folders",
+    "split_address",
     "watch_folders",
 ]
 
@@ -160,6 +172,52 @@ class LoggingConfig(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6) into its parts.
+
+    Raises:
+        ValueError: no host, no port, or a port outside 1..65535.
+    """
+    host, colon, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9464, [::1]:9464)")
+    return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
+
+
+class MetricsConfig(_Section):
+    """The opt-in Prometheus endpoint that `facesieve watch` serves."""
+
+    # The endpoint has no authentication and names the files' verdict counts, so
+    # only loopback addresses are accepted unless this says otherwise.
+    allow_remote: bool = False
+    # "host:port" to serve /metrics on while watch runs; empty: no endpoint.
+    address: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _local_unless_allowed(cls, address: str, info: ValidationInfo) -> str:
+        if not address:
+            return address
+        host, _ = split_address(address)
+        if not _is_loopback(host) and not info.data.get("allow_remote", False):
+            raise ValueError(
+                f"{host} is not a loopback address; the endpoint has no authentication "
+                "(set metrics.allow_remote = true to serve it anyway)"
+            )
+        return address
+
+
 class ResolvedFolders(BaseModel):
     """Absolute folders for one run, after defaults are applied to a root."""
 
@@ -191,6 +249,7 @@ class Config(_Section):
     ledger: LedgerConfig = LedgerConfig()
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def with_policy(self, **changes: Any) -> Config:
         """A copy with policy settings overridden (from the command line), re-validated."""
@@ -242,6 +301,28 @@ def watch_folders(config: Config) -> ResolvedFolders:
                 "list it in watch.exclude or move it outside",
             )
     return folders
+
+
+def review_folders(config: Config, folder: Path | None) -> ResolvedFolders:
+    """The folders whose ledger `restore`, `purge`, `report` and `stats` read.
+
+    The folder named on the command line, else `[folders] inbox` (the daemon's),
+    else, with only `[ledger] path` set, that ledger alone: ledger rows carry
+    absolute paths, so nothing else is needed. `[ledger] path` wins over the
+    folder's default ledger, as it does for `scan`.
+
+    Raises:
+        ConfigError: neither a folder, nor an inbox, nor a ledger path is given.
+    """
+    if folder is not None:
+        return config.resolve_folders(folder)
+    if config.folders.inbox is not None:
+        return config.resolve_folders(config.folders.inbox)
+    if config.ledger.path is not None:
+        return config.resolve_folders(config.ledger.path.parent)
+    raise ConfigError(
+        "DIR", "name the folder that was scanned, or a --config with folders.inbox or ledger.path"
+    )
 
 
 def _validate(data: dict[str, Any]) -> Config:

@@ -9,6 +9,7 @@ __all__ = [
     "ImageAccessError",
     "LedgerError",
     "ModelLoadError",
+    "RestoreConflictError",
     "UnreadableImageError",
 ]
 
@@ -51,3 +52,11 @@ class LedgerError(FacesieveError):
 
 class ActionError(FacesieveError):
     """A keep/move/delete action failed; the file is left where it was."""
+
+
+class RestoreConflictError(ActionError):
+    """A file cannot go back to its original path because another file is there now.
+
+    Never resolved by renaming or overwriting: the file stays where it is, and a
+    person decides.
+    """

@@ -44,6 +44,7 @@ from .engine import Engine, Outcome, Status, iter_images
 from .errors import ConfigError, ModelLoadError
 from .ledger import Ledger
 from .logs import get_logger
+from .metrics import Metrics
 from .notify import Notifier
 
 __all__ = ["Guard"]
@@ -127,6 +128,8 @@ class Guard:
         self._pending_config: Config | None = None
         self._signals = 0
         self._reload = False
+        # Opt-in ([metrics] address): recorded from the worker, served after READY.
+        self._metrics = Metrics(self._queue.qsize) if config.metrics.address else None
 
     # -- offers from the observer threads ----------------------------------------------
 
@@ -187,7 +190,10 @@ class Guard:
         try:
             started = time.monotonic()
             analyzer = self._make_analyzer(self.config)
-            self._log.info("models_loaded", seconds=round(time.monotonic() - started, 2))
+            seconds = round(time.monotonic() - started, 2)
+            self._log.info("models_loaded", seconds=seconds)
+            if self._metrics is not None:
+                self._metrics.models_loaded(seconds)
             ledger = Ledger(self.folders.ledger)
             engine = Engine(self.config, analyzer, folders=self.folders, ledger=ledger)
             recovered = engine.recover()
@@ -273,6 +279,8 @@ class Guard:
             self._counts[outcome.verdict.value] += 1
         elif outcome.status is Status.ERROR:
             self._counts["error"] += 1
+        if self._metrics is not None:
+            self._metrics.observe(outcome)
 
     # -- the main thread -----------------------------------------------------------------
 
@@ -305,7 +313,7 @@ class Guard:
             return
         changed = [
             section
-            for section in ("folders", "models", "ledger", "watch", "images")
+            for section in ("folders", "models", "ledger", "watch", "images", "metrics")
             if getattr(new, section) != getattr(self.config, section)
         ]
         if changed:
@@ -367,6 +375,7 @@ class Guard:
                 return ExitCode.FAILURE
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root))
+            self._serve_metrics()
             self._main_loop()
             self._notifier.stopping(status="stopping: finishing the current file")
             self._log.info("stopping")
@@ -381,6 +390,8 @@ class Guard:
             if observer is not None:
                 observer.join(self.config.watch.stop_timeout)
             logging.getLogger("watchdog").removeHandler(alarm)
+            if self._metrics is not None:
+                self._metrics.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if worker.is_alive():
@@ -390,6 +401,19 @@ class Guard:
             return ExitCode.FAILURE
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
+
+    def _serve_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        try:
+            address = self._metrics.serve(self.config.metrics)
+        except OSError as error:
+            # Guarding matters more than its figures: say so loudly, and keep guarding.
+            self._log.error(
+                "metrics_unavailable", address=self.config.metrics.address, error=str(error)
+            )
+            return
+        self._log.info("metrics_serving", address=address)
 
     def _main_loop(self) -> None:
         watch = self.config.watch

@@ -1,0 +1,394 @@
+"""`facesieve report --html FILE`: one page a person can review the removed files on.
+
+The page stands alone: styles and script inline, thumbnails embedded as data
+URIs, and a Content-Security-Policy that forbids every fetch, so opening it
+sends nothing anywhere and it survives being mailed or archived. Every text
+from the ledger (file names may hold `<`, `&`, quotes and newlines) is escaped.
+
+It lists every completed decision whose verdict is not `keep` (what the guard
+took away, or would have), newest first, with what became of the file since,
+and the `facesieve restore` command that undoes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import os
+import shlex
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .config import Config
+from .images import decode_image, read_file
+from .ledger import LedgerRow
+from .restore import (
+    Fate,
+    add_folder_argument,
+    argument_type,
+    fate,
+    open_ledger,
+    parse_since,
+    restorable,
+)
+
+__all__ = ["VERDICTS", "Item", "configure_report", "per_day", "render", "run_report"]
+
+VERDICTS = ("keep", "reject", "review", "unreadable")
+REPORTED = ("reject", "review", "unreadable")
+
+
+@dataclass(frozen=True, slots=True)
+class Thumb:
+    jpeg: bytes
+    width: int  # of the original image, EXIF orientation applied: face boxes are in these
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    decision: LedgerRow
+    fate: Fate
+    where: Path | None  # where the file is now
+    thumb: Thumb | None
+    restore_command: str | None  # None: nothing to restore
+
+
+def configure_report(parser: argparse.ArgumentParser) -> None:
+    add_folder_argument(parser)
+    parser.add_argument(
+        "--html", type=Path, required=True, metavar="FILE", help="the page to write"
+    )
+    parser.add_argument(
+        "--since",
+        type=argument_type(parse_since),
+        metavar="WHEN",
+        help="only decisions at or after WHEN: a duration back (12h, 7d) or an ISO date/time",
+    )
+    parser.add_argument(
+        "--thumb-size", type=int, default=240, metavar="PX", help="longest side of a thumbnail"
+    )
+
+
+def run_report(args: argparse.Namespace, config: Config) -> int:
+    from .cli import ExitCode
+
+    command = _restore_prefix(args)
+    with open_ledger(config, args.folder) as ledger:
+        decisions = ledger.decisions()
+        restores = ledger.restores()
+        source = str(ledger.path)
+    if args.since is not None:
+        decisions = [d for d in decisions if datetime.fromisoformat(d.decided_at) >= args.since]
+    items = []
+    for decision in reversed(decisions):
+        if decision.verdict not in REPORTED:
+            continue
+        restore = restores.get(decision.id)
+        current, where = fate(decision, restore)
+        items.append(
+            Item(
+                decision=decision,
+                fate=current,
+                where=where,
+                thumb=None if where is None else thumbnail(where, args.thumb_size, config),
+                restore_command=(
+                    f"{command} --id {decision.id}"
+                    if restorable(decision, restore) is None
+                    else None
+                ),
+            )
+        )
+    page = render(items, per_day(decisions), ledger=source, generated=datetime.now(UTC))
+    _write_atomically(args.html, page)
+    print(f"facesieve: {len(items)} files in {args.html}", file=sys.stderr)
+    return ExitCode.OK
+
+
+def _restore_prefix(args: argparse.Namespace) -> str:
+    """`facesieve restore` with what finds this same ledger again."""
+    words = ["facesieve", "restore"]
+    if args.config is not None:
+        words += ["--config", os.path.abspath(args.config)]
+    if args.folder is not None:
+        words.append(os.path.abspath(args.folder))
+    return shlex.join(words)
+
+
+def thumbnail(path: Path, side: int, config: Config) -> Thumb | None:
+    """A small JPEG of the image at `path`; None when it cannot be read or decoded."""
+    try:
+        raw = read_file(path, max_bytes=config.images.max_file_bytes)
+        image = decode_image(raw.data, max_pixels=config.images.max_pixels, max_side=side)
+        buffer = io.BytesIO()
+        Image.fromarray(image.rgb).save(buffer, "JPEG", quality=72, optimize=True)
+    except Exception:  # noqa: BLE001 - an unreadable file is shown without a picture
+        return None
+    return Thumb(buffer.getvalue(), image.width, image.height)
+
+
+def per_day(decisions: Iterable[LedgerRow]) -> dict[str, Counter[str]]:
+    """Decisions per UTC day and verdict, oldest day first."""
+    days: dict[str, Counter[str]] = {}
+    for decision in decisions:
+        day = datetime.fromisoformat(decision.decided_at).astimezone(UTC).date().isoformat()
+        days.setdefault(day, Counter())[decision.verdict] += 1
+    return dict(sorted(days.items()))
+
+
+# -- the page ------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _time(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _face_text(face: dict[str, Any]) -> str:
+    gender = face.get("gender")
+    probability = face.get("gender_confidence")
+    called = "gender unknown" if gender is None else f"{gender} {probability:.0%}"
+    width, height = face["box"][2], face["box"][3]
+    return f"{called} · face {face['confidence']:.2f} · {width}x{height} px"
+
+
+def _figure(item: Item) -> str:
+    thumb = item.thumb
+    if thumb is None:
+        why = {
+            Fate.DELETED: "deleted",
+            Fate.PURGED: "purged",
+        }.get(item.fate, "no picture: not a readable image, or no longer there")
+        return f'<figure class="thumb none"><span>{_e(why)}</span></figure>'
+    data = base64.b64encode(thumb.jpeg).decode("ascii")
+    boxes = []
+    for number, face in enumerate(item.decision.faces, 1):
+        x, y, w, h = face["box"]
+        style = (
+            f"left:{100 * x / thumb.width:.2f}%;top:{100 * y / thumb.height:.2f}%;"
+            f"width:{100 * w / thumb.width:.2f}%;height:{100 * h / thumb.height:.2f}%"
+        )
+        gender = face.get("gender") or "unknown"
+        label = "?" if face.get("gender") is None else f"{gender} {face['gender_confidence']:.0%}"
+        boxes.append(
+            f'<div class="box {_e(gender)}" style="{style}" title="{_e(_face_text(face))}">'
+            f"<span>{number}: {_e(label)}</span></div>"
+        )
+    return (
+        f'<figure class="thumb"><img alt="" src="data:image/jpeg;base64,{data}">'
+        + "".join(boxes)
+        + "</figure>"
+    )
+
+
+def _item(item: Item) -> str:
+    d = item.decision
+    faces = (
+        "<ol>" + "".join(f"<li>{_e(_face_text(f))}</li>" for f in d.faces) + "</ol>"
+        if d.faces
+        else "none"
+    )
+    now = item.fate.value + ("" if item.where is None else f": {item.where}")
+    if item.restore_command is not None:
+        action = f'<code class="restore">{_e(item.restore_command)}</code>'
+    else:
+        action = f'<p class="norestore">nothing to restore: {_e(item.fate.value)}</p>'
+    return f"""<article class="item" id="d{d.id}" data-verdict="{_e(d.verdict)}" \
+data-fate="{_e(item.fate.value)}">
+{_figure(item)}
+<div class="meta">
+<h3><span class="verdict {_e(d.verdict)}">{_e(d.verdict)}</span> \
+<span class="name">{_e(Path(d.path).name)}</span></h3>
+<p class="reason">{_e(d.reason)}</p>
+<dl>
+<dt>faces</dt><dd>{faces}</dd>
+<dt>decided</dt><dd><time datetime="{_e(d.decided_at)}">{_e(_time(d.decided_at))}</time> \
+(ledger #{d.id})</dd>
+<dt>judged at</dt><dd class="path">{_e(d.path)}</dd>
+<dt>now</dt><dd class="path">{_e(now)}</dd>
+</dl>
+{action}
+</div>
+</article>"""
+
+
+def _summary(days: dict[str, Counter[str]]) -> str:
+    if not days:
+        return '<p id="summary">No decisions recorded.</p>'
+    most = max(sum(c.values()) for c in days.values())
+    rows = []
+    for day, counts in reversed(days.items()):  # newest first, like the items
+        total = sum(counts.values())
+        bar = "".join(
+            f'<span class="seg {v}" style="width:{100 * counts[v] / most:.2f}%" '
+            f'title="{v} {counts[v]}"></span>'
+            for v in VERDICTS
+            if counts[v]
+        )
+        cells = "".join(f'<td class="n {v}">{counts[v]}</td>' for v in VERDICTS)
+        rows.append(
+            f'<tr data-day="{day}"><th>{day}</th><td class="bar">{bar}</td>{cells}'
+            f'<td class="n total">{total}</td></tr>'
+        )
+    totals: Counter[str] = Counter()
+    for counts in days.values():
+        totals.update(counts)
+    foot = "".join(f'<td class="n {v}">{totals[v]}</td>' for v in VERDICTS)
+    head = "".join(f'<th class="n {v}">{v}</th>' for v in VERDICTS)
+    return f"""<table id="summary">
+<caption>Decisions per day (UTC), every verdict</caption>
+<thead><tr><th>day</th><th></th>{head}<th class="n">total</th></tr></thead>
+<tbody>{"".join(rows)}</tbody>
+<tfoot><tr><th>all</th><td></td>{foot}<td class="n total">{sum(totals.values())}</td></tr></tfoot>
+</table>"""
+
+
+def render(
+    items: Sequence[Item], days: dict[str, Counter[str]], *, ledger: str, generated: datetime
+) -> str:
+    """The whole page as one string."""
+    by_verdict = Counter(item.decision.verdict for item in items)
+    by_fate = Counter(item.fate.value for item in items)
+    filters = "".join(
+        f'<label class="{v}"><input type="checkbox" name="verdict" value="{v}" checked> '
+        f"{v} <b>{by_verdict[v]}</b></label>"
+        for v in REPORTED
+    )
+    fates = ", ".join(f"{_e(name)} {count}" for name, count in sorted(by_fate.items()))
+    body = "\n".join(_item(item) for item in items) or '<p class="empty">Nothing was removed.</p>'
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; \
+style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>facesieve report</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<header>
+<h1>facesieve: what was removed, and why</h1>
+<p class="source">Ledger <span class="path">{_e(ledger)}</span>,
+written {_e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))}.
+{len(items)} files not kept ({fates or "none"}).</p>
+{_summary(days)}
+<form id="filters">Show: {filters}
+<span class="count"><output id="shown">{len(items)}</output> of {len(items)} shown</span></form>
+</header>
+<main id="items">
+{body}
+</main>
+<script>{_JS}</script>
+</body>
+</html>
+"""
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old page or the new one, never half of one."""
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+_CSS = """
+:root { --reject: #c0392b; --review: #d68910; --unreadable: #7f8c8d; --keep: #1e8449;
+  --man: #2e86de; --woman: #c2185b; --unknown: #f1c40f; }
+* { box-sizing: border-box; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #222; background: #f4f5f7; }
+header { background: #fff; padding: 16px 24px; border-bottom: 1px solid #ddd; }
+h1 { font-size: 20px; margin: 0 0 6px; }
+.source { margin: 0 0 12px; color: #555; }
+.path { white-space: pre-wrap; word-break: break-all; font-family: ui-monospace, monospace;
+  font-size: 12px; }
+#summary { border-collapse: collapse; margin-bottom: 12px; font-size: 13px; }
+#summary caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
+#summary th, #summary td { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }
+#summary .n { text-align: right; font-variant-numeric: tabular-nums; }
+#summary .bar { width: 320px; }
+#summary .bar { display: flex; height: 14px; padding: 0; margin-top: 4px; }
+.seg { display: block; height: 100%; }
+.seg.keep { background: var(--keep); } .seg.reject { background: var(--reject); }
+.seg.review { background: var(--review); } .seg.unreadable { background: var(--unreadable); }
+#filters label { margin-right: 14px; cursor: pointer; }
+#filters .count { color: #555; margin-left: 8px; }
+main { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 12px;
+  padding: 16px 24px; }
+.item { display: flex; gap: 12px; background: #fff; border: 1px solid #ddd; border-radius: 6px;
+  padding: 10px; }
+.item[hidden] { display: none; }
+.thumb { position: relative; margin: 0; flex: none; align-self: flex-start; line-height: 0; }
+.thumb img { display: block; max-width: 240px; max-height: 240px; }
+.thumb.none { width: 160px; height: 120px; display: flex; align-items: center;
+  justify-content: center; background: #eee; color: #777; line-height: 1.3; padding: 8px;
+  text-align: center; font-size: 12px; }
+.box { position: absolute; border: 2px solid var(--unknown); }
+.box.man { border-color: var(--man); } .box.woman { border-color: var(--woman); }
+.box span { position: absolute; left: -2px; bottom: 100%; background: rgba(0,0,0,.7); color: #fff;
+  font-size: 11px; line-height: 1.3; padding: 0 3px; white-space: nowrap; }
+.meta { min-width: 0; flex: 1; }
+.meta h3 { margin: 0 0 4px; font-size: 14px; }
+.name { white-space: pre-wrap; word-break: break-all; }
+.verdict { color: #fff; border-radius: 3px; padding: 1px 6px; font-size: 12px; }
+.verdict.reject { background: var(--reject); } .verdict.review { background: var(--review); }
+.verdict.unreadable { background: var(--unreadable); }
+.reason { margin: 0 0 6px; font-weight: 500; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 10px; margin: 0 0 8px;
+  font-size: 12px; }
+dt { color: #777; } dd { margin: 0; } dd ol { margin: 0; padding-left: 18px; }
+code.restore { display: block; background: #272b33; color: #e8e8e8; padding: 4px 8px;
+  border-radius: 4px; font-size: 12px; user-select: all; white-space: pre-wrap;
+  word-break: break-all; }
+.norestore { color: #777; font-size: 12px; margin: 0; }
+"""
+
+_JS = """
+(function () {
+  var boxes = Array.prototype.slice.call(document.querySelectorAll('input[name=verdict]'));
+  var items = Array.prototype.slice.call(document.querySelectorAll('.item'));
+  var shown = document.getElementById('shown');
+  function apply() {
+    var on = {};
+    boxes.forEach(function (b) { on[b.value] = b.checked; });
+    var n = 0;
+    items.forEach(function (item) {
+      var show = on[item.getAttribute('data-verdict')] === true;
+      item.hidden = !show;
+      if (show) { n += 1; }
+    });
+    shown.textContent = String(n);
+  }
+  // #verdict=review,unreadable opens the page filtered, for links and for tests.
+  var wanted = /verdict=([a-z,]+)/.exec(location.hash);
+  if (wanted) {
+    var keep = wanted[1].split(',');
+    boxes.forEach(function (b) { b.checked = keep.indexOf(b.value) >= 0; });
+  }
+  boxes.forEach(function (b) { b.addEventListener('change', apply); });
+  apply();
+  document.body.setAttribute('data-ready', 'yes');
+})();
+"""

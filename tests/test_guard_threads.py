@@ -1,0 +1,98 @@
+"""The guard's threads in-process, with a stand-in model: the queue, overflow into
+reconciliation, a clean stop on SIGTERM, and no thread left behind.
+
+The real models are exercised by test_watch.py; this one is about plumbing only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from structlog.testing import capture_logs
+
+from facesieve.config import Config
+from facesieve.notify import Notifier
+from facesieve.watch import Guard
+
+
+class NoFaces:
+    """Finds no face anywhere: every image is rejected."""
+
+    def describe(self) -> dict[str, str]:
+        return {"detector": "none", "gender": "none"}
+
+    def analyze(self, image: Any) -> list[Any]:
+        return []
+
+    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+        return [[] for _ in images]
+
+
+def done_rows(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    with sqlite3.connect(ledger) as db:
+        return int(db.execute("SELECT count(*) FROM decisions WHERE state = 'done'").fetchone()[0])
+
+
+def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    config = Config.model_validate(
+        {
+            "folders": {"inbox": str(inbox)},
+            "watch": {"queue_size": 2, "settle_seconds": 0, "stop_timeout": 10},
+        }
+    )
+    guard = Guard(config, notifier=Notifier.from_environment({}), make_analyzer=lambda c: NoFaces())
+    ledger = inbox / ".facesieve" / "ledger.sqlite3"
+    before = set(threading.enumerate())
+    seen: dict[str, int] = {}
+
+    def feed_then_stop() -> None:
+        deadline = time.monotonic() + 60
+        while not ledger.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for index in range(60):
+            Image.new("RGB", (32, 32), (index, 0, 0)).save(inbox / f"img_{index:02d}.png")
+        while done_rows(ledger) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["done"] = done_rows(ledger)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    feeder = threading.Thread(target=feed_then_stop)
+    feeder.start()
+    with capture_logs() as events:
+        code = guard.run()
+    feeder.join(30)
+
+    assert code == 0
+    reasons = {e.get("reason") for e in events if e["event"] == "reconcile_requested"}
+    assert "queue full" in reasons  # 60 files into a queue of 2: the inbox is the backlog
+    assert sum(e["event"] == "decision" for e in events) == 60
+    assert seen["done"] == 60
+    assert len(list((inbox / ".facesieve" / "quarantine").glob("*.png"))) == 60
+    assert list(inbox.glob("*.png")) == []
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(threading.enumerate()) - before == set()
+
+
+def test_process_many_leaves_no_decoder_thread(tmp_path: Path) -> None:
+    from facesieve.engine import Engine
+
+    for index in range(10):
+        Image.new("RGB", (16, 16)).save(tmp_path / f"{index}.png")
+    before = set(threading.enumerate())
+    engine = Engine(Config(), NoFaces())  # type: ignore[arg-type]
+    outcomes = list(engine.process_many(sorted(tmp_path.glob("*.png"))))
+    assert [o.verdict.value for o in outcomes if o.verdict] == ["reject"] * 10
+    assert set(threading.enumerate()) - before == set()
