@@ -75,14 +75,20 @@ def summarise(records: list[dict], copy: Path, labels: dict, require: str) -> di
         found = sum(1 for rec, _ in judged if rec["faces"])
         decided = [(rec, r) for rec, r in judged if rec["verdict"] in ("keep", "reject")]
         wanted = {"man": "male", "woman": "female"}.get(require)
-        right = 0
-        for rec, r in decided:
-            should_keep = wanted is None or r["gender"] == wanted
-            right += (rec["verdict"] == "keep") == should_keep
+
+        def right(pairs: list, wanted: str | None = wanted) -> int:
+            return sum(
+                (rec["verdict"] == "keep") == (wanted is None or r["gender"] == wanted)
+                for rec, r in pairs
+            )
+
+        # Gender on decided faces leaves out images rejected for showing no face.
+        with_face = [(rec, r) for rec, r in decided if rec["faces"]]
         review = sum(1 for rec, _ in judged if rec["verdict"] == "review")
         figures[f"{folder}_adults"] = len(rows)
         figures[f"{folder}_face_found"] = found / len(judged)
-        figures[f"{folder}_decided_accuracy"] = right / len(decided) if decided else float("nan")
+        figures[f"{folder}_gender_right_on_decided_faces"] = right(with_face) / len(with_face)
+        figures[f"{folder}_verdict_right_on_decided_images"] = right(decided) / len(decided)
         figures[f"{folder}_review_rate"] = review / len(judged)
     noface = [by_key[k] for k in labels if k[0] == "noface" and k in by_key]
     figures["noface_photos"] = len(noface)
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for key, value in figures.items():
         shown = f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value:g}"
-        print(f"  {key:<28} {shown}")
+        print(f"  {key:<42} {shown}")
     return 0
 
 
