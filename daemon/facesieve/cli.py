@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import signal
 import sys
@@ -97,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live in their own modules: each module has configure_<name>(parser)
     # and run_<name>(args, config) -> int, imported only when the parser is built.
     for name, (module, summary) in _ELSEWHERE.items():
-        if importlib.util.find_spec(f"{__package__}.{module}") is None:
-            continue  # TEMPORARY while the module is being written; removed before landing
         sub = commands.add_parser(name, help=summary)
         sub.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
         sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))

@@ -88,8 +88,8 @@ class Metrics:
         """
         host, port = split_address(config.address)
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        bound = self._server.server_address
-        return f"{host}:{bound[1]}"
+        port = self._server.server_address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def close(self) -> None:
         if self._server is not None:

@@ -76,8 +76,19 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
         help="only decisions at or after WHEN: a duration back (12h, 7d) or an ISO date/time",
     )
     parser.add_argument(
-        "--thumb-size", type=int, default=240, metavar="PX", help="longest side of a thumbnail"
+        "--thumb-size",
+        type=argument_type(_thumb_size),
+        default=240,
+        metavar="PX",
+        help="longest side of a thumbnail (16 to 2048; default 240)",
     )
+
+
+def _thumb_size(text: str) -> int:
+    size = int(text)
+    if not 16 <= size <= 2048:
+        raise ValueError(f"{size} is not between 16 and 2048")
+    return size
 
 
 def run_report(args: argparse.Namespace, config: Config) -> int:
@@ -168,13 +179,17 @@ def _face_text(face: dict[str, Any]) -> str:
 def _figure(item: Item) -> str:
     thumb = item.thumb
     if thumb is None:
-        why = {
-            Fate.DELETED: "deleted",
-            Fate.PURGED: "purged",
-        }.get(item.fate, "no picture: not a readable image, or no longer there")
+        if item.where is None:
+            why = f"no picture: {item.fate.value}"
+        elif not os.path.lexists(item.where):
+            why = "no picture: no longer there"
+        else:
+            why = "no picture: not a readable image"
         return f'<figure class="thumb none"><span>{_e(why)}</span></figure>'
     data = base64.b64encode(thumb.jpeg).decode("ascii")
     boxes = []
+    # Crowded pictures get bare numbers; the list beside the picture says the rest.
+    crowded = len(item.decision.faces) > 2
     for number, face in enumerate(item.decision.faces, 1):
         x, y, w, h = face["box"]
         style = (
@@ -183,9 +198,10 @@ def _figure(item: Item) -> str:
         )
         gender = face.get("gender") or "unknown"
         label = "?" if face.get("gender") is None else f"{gender} {face['gender_confidence']:.0%}"
+        label = str(number) if crowded else f"{number}: {label}"
         boxes.append(
             f'<div class="box {_e(gender)}" style="{style}" title="{_e(_face_text(face))}">'
-            f"<span>{number}: {_e(label)}</span></div>"
+            f"<span>{_e(label)}</span></div>"
         )
     return (
         f'<figure class="thumb"><img alt="" src="data:image/jpeg;base64,{data}">'
@@ -217,7 +233,7 @@ data-fate="{_e(item.fate.value)}">
 <dt>faces</dt><dd>{faces}</dd>
 <dt>decided</dt><dd><time datetime="{_e(d.decided_at)}">{_e(_time(d.decided_at))}</time> \
 (ledger #{d.id})</dd>
-<dt>judged at</dt><dd class="path">{_e(d.path)}</dd>
+<dt>from</dt><dd class="path">{_e(d.path)}</dd>
 <dt>now</dt><dd class="path">{_e(now)}</dd>
 </dl>
 {action}
@@ -287,7 +303,9 @@ written {_e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))}.
 {len(items)} files not kept ({fates or "none"}).</p>
 {_summary(days)}
 <form id="filters">Show: {filters}
-<span class="count"><output id="shown">{len(items)}</output> of {len(items)} shown</span></form>
+<span class="count"><output id="shown">{len(items)}</output> of {len(items)} shown</span>
+<span class="legend">Face boxes: <i class="man"></i>man <i class="woman"></i>woman \
+<i class="unknown"></i>gender unknown</span></form>
 </header>
 <main id="items">
 {body}
@@ -335,13 +353,17 @@ h1 { font-size: 20px; margin: 0 0 6px; }
 .seg.review { background: var(--review); } .seg.unreadable { background: var(--unreadable); }
 #filters label { margin-right: 14px; cursor: pointer; }
 #filters .count { color: #555; margin-left: 8px; }
+#filters .legend { color: #555; margin-left: 24px; font-size: 12px; }
+.legend i { display: inline-block; width: 10px; height: 10px; margin: 0 3px 0 8px;
+  border: 2px solid var(--unknown); }
+.legend i.man { border-color: var(--man); } .legend i.woman { border-color: var(--woman); }
 main { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 12px;
   padding: 16px 24px; }
 .item { display: flex; gap: 12px; background: #fff; border: 1px solid #ddd; border-radius: 6px;
   padding: 10px; }
 .item[hidden] { display: none; }
 .thumb { position: relative; margin: 0; flex: none; align-self: flex-start; line-height: 0; }
-.thumb img { display: block; max-width: 240px; max-height: 240px; }
+.thumb img { display: block; max-width: 40vw; }
 .thumb.none { width: 160px; height: 120px; display: flex; align-items: center;
   justify-content: center; background: #eee; color: #777; line-height: 1.3; padding: 8px;
   text-align: center; font-size: 12px; }

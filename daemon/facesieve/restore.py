@@ -17,12 +17,12 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .actions import Action, finish_restore, purge_file, restore_file
 from .config import Config, review_folders
@@ -46,6 +46,8 @@ __all__ = [
     "run_purge",
     "run_restore",
 ]
+
+_T = TypeVar("_T")
 
 RESTORABLE_VERDICTS = ("reject", "review", "unreadable")
 _MOVED_AWAY = (Action.QUARANTINE.value, Action.REVIEW.value)
@@ -89,10 +91,10 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def argument_type(parse: Any) -> Any:
+def argument_type(parse: Callable[[str], _T]) -> Callable[[str], _T]:
     """An argparse `type` that reports a bad value as a usage error (exit 2)."""
 
-    def convert(text: str) -> Any:
+    def convert(text: str) -> _T:
         try:
             return parse(text)
         except ValueError as error:

@@ -157,7 +157,7 @@ def _text(figures: dict[str, Any]) -> str:
         lines += ["", "latest decisions"]
         for item in figures["latest"]:
             stamp = item["decided_at"][:19].replace("T", " ")
-            where = item["now"] if item["where"] is None else f"{item['now']}: {item['where']}"
+            where = item["now"] if item["where"] is None else f"{item['now']}: {item['where']!r}"
             lines.append(
                 f"  #{item['id']:<6} {stamp}  {item['verdict']:<10} {item['path']!r}"
                 f"  ({item['reason']}) -> {where}"
