@@ -25,11 +25,9 @@ FOLDERS = ("fairface", "utkface", "noface", "groups")
 
 
 def is_adult(folder: str, row: dict[str, str]) -> bool:
-    if folder == "fairface":
-        return row["age_group"] not in ("0-2", "3-9", "10-19")
-    if folder == "utkface":
-        return int(row["age"]) >= 18
-    return True
+    from facesieve.evaluate import is_child
+
+    return is_child(row) is not True
 
 
 def load_labels(data: Path) -> dict[tuple[str, str], dict[str, str]]:

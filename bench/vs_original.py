@@ -47,11 +47,9 @@ def build_folder(data: Path, target: Path, per_folder: int) -> dict[str, dict[st
 
 
 def is_adult(row: dict[str, str]) -> bool:
-    if row["folder"] == "fairface":
-        return row["age_group"] not in ("0-2", "3-9", "10-19")
-    if row["folder"] == "utkface":
-        return int(row["age"]) >= 18
-    return False
+    from facesieve.evaluate import is_child
+
+    return row["folder"] in ("fairface", "utkface") and is_child(row) is not True
 
 
 def run_original(folder: Path, files: list[str]) -> tuple[dict[str, str], float]:

@@ -34,6 +34,15 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+# Typed errors become exit codes here, at the edge, and nowhere else. First match wins.
+_EXITS: tuple[tuple[type[FacesieveError], ExitCode, str], ...] = (
+    (ConfigError, ExitCode.CONFIG, "config error: "),
+    (ModelLoadError, ExitCode.MODEL, ""),
+    (LedgerError, ExitCode.LEDGER, "ledger error: "),
+    (FacesieveError, ExitCode.FAILURE, ""),
+)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="TOML config (default: built-in)"
@@ -138,18 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(getattr(module, f"run_{args.command}")(args, config))
         handler = {"check": _check, "scan": _scan, "models": _models, "watch": _watch}[args.command]
         return int(handler(args, config))
-    except ConfigError as error:
-        print(f"facesieve: config error: {error}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except ModelLoadError as error:
-        print(f"facesieve: {error}", file=sys.stderr)
-        return ExitCode.MODEL
-    except LedgerError as error:
-        print(f"facesieve: ledger error: {error}", file=sys.stderr)
-        return ExitCode.LEDGER
     except FacesieveError as error:
-        print(f"facesieve: {error}", file=sys.stderr)
-        return ExitCode.FAILURE
+        code, prefix = next((c, p) for kind, c, p in _EXITS if isinstance(error, kind))
+        print(f"facesieve: {prefix}{error}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("facesieve: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED

@@ -16,7 +16,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ __all__ = [
     "configure_eval",
     "coverage_curve",
     "figures",
+    "is_child",
     "load_samples",
     "run_eval",
 ]
@@ -38,6 +39,17 @@ __all__ = [
 _RESERVED = {"file", "gender", "label"}
 _CHILD_GROUPS = ("0-2", "3-9", "10-19")
 THRESHOLDS = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))
+
+
+def is_child(labels: Mapping[str, str]) -> bool | None:
+    """From `age` (< 18) or `age_group` (below 20, FairFace's bins); None when unknown."""
+    age = labels.get("age", "") or ""
+    if age.strip().isdigit():
+        return int(age) < 18
+    group = labels.get("age_group", "") or ""
+    if group:
+        return group in _CHILD_GROUPS
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +71,7 @@ class Sample:
 
     @property
     def is_child(self) -> bool | None:
-        age = self.labels.get("age", "")
-        if age.strip().isdigit():
-            return int(age) < 18
-        group = self.labels.get("age_group", "")
-        if group:
-            return group in _CHILD_GROUPS
-        return None
+        return is_child(self.labels)
 
 
 @dataclass
