@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,8 @@ def test_only_complete_files_are_judged(tmp_path: Path, deepface_home: Path) -> 
             for start in range(0, len(data), len(data) // 10 + 1):
                 handle.write(data[start : start + len(data) // 10 + 1])
                 handle.flush()
-                time.sleep(0.3)
-        finished = time.time()
+                last_write = time.time()
+                time.sleep(0.3)  # the file is closed 0.3 s after its last write
         decisions = daemon.wait_for("decision", 5, timeout=60)
     finally:
         code = daemon.stop()
@@ -93,10 +94,8 @@ def test_only_complete_files_are_judged(tmp_path: Path, deepface_home: Path) -> 
         "slow.jpg",
     }
     assert all(e["verdict"] == "keep" for e in decisions), decisions
-    slow_decided = time.mktime(
-        time.strptime(by_name["slow.jpg"]["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
-    )
-    assert slow_decided - time.timezone >= int(finished) - 1
+    slow_decided = datetime.fromisoformat(by_name["slow.jpg"]["timestamp"]).timestamp()
+    assert slow_decided >= last_write + 0.25
     assert max(daemon.decisions_by_path().values()) == 1
 
 
@@ -270,3 +269,40 @@ def test_folders_inside_the_inbox_are_refused(tmp_path: Path) -> None:
     )
     run = run_cli("watch", "--config", str(config))
     assert run.code == 4  # the layout is accepted; the missing weights stop it next
+
+
+def test_polling_mode_waits_for_size_and_mtime_to_settle(
+    tmp_path: Path, deepface_home: Path
+) -> None:
+    """Network filesystems send no close events: a file is judged once it stops changing."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    labelled("fairface")
+    photo = DATA / "fairface" / "fairface_0010.jpg"
+    config = write_config(
+        tmp_path / "c.toml",
+        inbox,
+        watch={"polling": True, "poll_interval": 0.3, "settle_seconds": 1.5},
+    )
+    daemon = Daemon(config, tmp_path / "log.jsonl").start()
+    try:
+        daemon.wait_for("reconciled")
+        data = photo.read_bytes()
+        step = len(data) // 8 + 1
+        with (inbox / "slow.jpg").open("wb") as handle:
+            for start in range(0, len(data), step):  # pauses shorter than settle_seconds
+                handle.write(data[start : start + step])
+                handle.flush()
+                time.sleep(0.6)
+        finished = time.time()
+        shutil.copyfile(photo, inbox / "quick.jpg")
+        decisions = daemon.wait_for("decision", 2, timeout=60)
+    finally:
+        code = daemon.stop()
+    assert code == 0
+    by_name = {Path(e["path"]).name: e for e in decisions}
+    assert by_name["slow.jpg"]["verdict"] == "keep"  # whole, never "unreadable"
+    assert by_name["quick.jpg"]["verdict"] == "keep"
+    judged_at = datetime.fromisoformat(by_name["slow.jpg"]["timestamp"]).timestamp()
+    assert judged_at - finished >= 1.0  # not before settle_seconds (1.5) of stillness
+    assert max(daemon.decisions_by_path().values()) == 1
