@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folders = config.folders.model_copy(update={"inbox": args.folder.resolve()})
             config = config.model_copy(update={"folders": folders})
         configure_logging(
-            level=getattr(args, "log_level", None) or config.logging.level,
+            level=getattr(args, "log_level", None) or _default_level(args.command, config),
             format=config.logging.format,
             # The daemon's events are its output; one-shot commands keep stdout for --json.
             stream=sys.stdout if args.command == "watch" else sys.stderr,
@@ -156,6 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
 
 
+def _default_level(command: str, config: Config) -> str:
+    # On a terminal, a one-shot command already prints one readable line per file;
+    # the same decision as a log event would only repeat it. Off a terminal the
+    # events are the machine-readable record, so they stay.
+    if command != "watch" and sys.stderr.isatty() and config.logging.level == "info":
+        return "warning"
+    return config.logging.level
+
+
 def load_analyzer(config: Config) -> Any:
     """Load the configured models, logging how long it took."""
     from .analyzer import load_analyzer as load
@@ -167,13 +176,17 @@ def load_analyzer(config: Config) -> Any:
     return analyzer
 
 
-def _print_outcome(outcome: Any, *, as_json: bool, with_action: bool) -> None:
+def _print_outcome(
+    outcome: Any, *, as_json: bool, with_action: bool, dry_run: bool = False
+) -> None:
     if as_json:
         print(json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False), flush=True)
         return
     where = ""
     if with_action and outcome.destination is not None:
-        where = f" -> {outcome.destination}"
+        where = f" {'would move' if dry_run else 'moved'} to {outcome.destination}"
+    elif with_action and outcome.action == "delete":
+        where = " would be deleted" if dry_run else " deleted"
     print(f"{outcome.verdict.value:<10} {outcome.path}  ({outcome.reason}){where}", flush=True)
 
 
@@ -237,7 +250,9 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
                     assert outcome.verdict is not None
                     counts[outcome.verdict.value] += 1
                     judged += 1
-                    _print_outcome(outcome, as_json=args.json, with_action=True)
+                    _print_outcome(
+                        outcome, as_json=args.json, with_action=True, dry_run=args.dry_run
+                    )
                 else:
                     counts[outcome.status.value] += 1
         finally:
