@@ -75,67 +75,49 @@ def test_protocol_messages_are_exact(listener: tuple[socket.socket, str]) -> Non
 
 def test_send_upper_cases_keys_and_keeps_order(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.send(status="busy", extend_timeout_usec=30_000_000, errno=0) is True
         assert receive(sock) == b"STATUS=busy\nEXTEND_TIMEOUT_USEC=30000000\nERRNO=0"
-    finally:
-        notifier.close()
 
 
 def test_newlines_in_values_cannot_inject_fields(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.status("model failed\nREADY=1") is True
         assert receive(sock) == b"STATUS=model failed READY=1"
-    finally:
-        notifier.close()
 
 
 def test_unencodable_and_nul_characters_are_escaped(listener: tuple[socket.socket, str]) -> None:
     """File names decoded with surrogateescape must not make a status update raise."""
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.status("bad\udcffname\0end") is True
         assert receive(sock) == b"STATUS=bad\\udcffname end"
-    finally:
-        notifier.close()
 
 
 def test_invalid_key_is_refused_not_raised(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.send(**{"bad key": "x"}) is False
         assert notifier.send() is False
         assert_nothing_pending(sock)
-    finally:
-        notifier.close()
 
 
 def test_unicode_status_is_utf8(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.status("geprüft: 3") is True
         assert receive(sock) == "STATUS=geprüft: 3".encode()
-    finally:
-        notifier.close()
 
 
 def test_abstract_namespace_address(abstract_listener: tuple[socket.socket, str]) -> None:
     sock, address = abstract_listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": address})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": address}) as notifier:
         assert notifier.enabled
         assert notifier.ready() is True
         assert receive(sock) == b"READY=1"
         assert notifier.watchdog() is True
         assert receive(sock) == b"WATCHDOG=1"
-    finally:
-        notifier.close()
 
 
 def test_send_after_close_reopens(listener: tuple[socket.socket, str]) -> None:
@@ -185,8 +167,7 @@ def test_full_queue_times_out_instead_of_hanging(
     """A manager that stops reading must cost a False, not a stuck watchdog thread."""
     monkeypatch.setattr("facesieve.notify._SEND_TIMEOUT", 0.05)
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    try:
+    with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.watchdog() is True
         # Far above net.unix.max_dgram_qlen: once the queue is full a send must give up.
         sent = 1
@@ -195,8 +176,6 @@ def test_full_queue_times_out_instead_of_hanging(
         assert sent < 500
         receive(sock)  # room again: the next send recovers on a fresh socket
         assert notifier.watchdog() is True
-    finally:
-        notifier.close()
 
 
 @pytest.mark.parametrize("environ", [{}, {"NOTIFY_SOCKET": ""}])
@@ -271,12 +250,9 @@ def test_from_environment_reads_os_environ(
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    notifier = Notifier.from_environment()
-    try:
+    with Notifier.from_environment() as notifier:
         assert notifier.enabled
         assert notifier.watchdog_interval == pytest.approx(2.0)
         # Whichever sender is used (libsystemd if installed, else built-in), systemd sees this.
         assert notifier.ready() is True
         assert receive(sock) == b"READY=1"
-    finally:
-        notifier.close()
