@@ -96,3 +96,78 @@ def test_process_many_leaves_no_decoder_thread(tmp_path: Path) -> None:
     outcomes = list(engine.process_many(sorted(tmp_path.glob("*.png"))))
     assert [o.verdict.value for o in outcomes if o.verdict] == ["reject"] * 10
     assert set(threading.enumerate()) - before == set()
+
+
+class HangsOnce(NoFaces):
+    """Blocks inside the first model call until released, as a hung model call would."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+        self.entered.set()
+        self.release.wait(30)
+        return super().analyze_many(images)
+
+    def analyze(self, image: Any) -> list[Any]:
+        return self.analyze_many([image])[0]
+
+
+def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
+    import socket
+
+    inbox = tmp_path / "inbox"
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(0.05)
+    model = HangsOnce()
+    notifier = Notifier.from_environment({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+    config = Config.model_validate(
+        {"folders": {"inbox": str(inbox)}, "watch": {"stop_timeout": 10}}
+    )
+    guard = Guard(config, notifier=notifier, make_analyzer=lambda c: model)
+    pings: list[tuple[float, str]] = []  # (time, phase)
+    phase = {"now": "idle"}
+
+    def collect(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                data = receiver.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in data:
+                pings.append((time.monotonic(), phase["now"]))
+
+    def drive() -> None:
+        collect(1.5)  # idle: the worker waits on the queue and stays alive
+        Image.new("RGB", (32, 32)).save(inbox / "hang.png")
+        model.entered.wait(10)
+        phase["now"] = "hung"
+        collect(2.0)
+        model.release.set()
+        phase["now"] = "released"
+        collect(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        with capture_logs() as events:
+            code = guard.run()
+    finally:
+        model.release.set()
+        driver.join(30)
+        receiver.close()
+        notifier.close()
+    assert code == 0
+    idle = [t for t, p in pings if p == "idle"]
+    hung = [t for t, p in pings if p == "hung"]
+    released = [t for t, p in pings if p == "released"]
+    assert len(idle) >= 4  # every 0.2 s while healthy
+    # Within two intervals of the hang the pings stop, so systemd's watchdog would fire.
+    assert len(hung) <= 3
+    assert any(e["event"] == "worker_stalled" for e in events)
+    assert len(released) >= 2  # and they resume once the worker moves again
