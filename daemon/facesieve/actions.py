@@ -12,7 +12,6 @@ instead of picking a `~N` name, since only the original path is "back".
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .config import ActionsConfig, ResolvedFolders
 from .errors import ActionError, RestoreConflictError
+from .images import file_sha256
 from .policy import Verdict
 
 __all__ = [
@@ -164,9 +164,7 @@ def finish_restore(source: Path, original: Path, sha256: str) -> bool:
     """
     if not _same_content(original, sha256):
         return False
-    if os.path.lexists(source) and _same_content(source, sha256):
-        os.unlink(source)
-        _fsync_dir(source.parent)
+    _drop_lingering_source(source, sha256)
     return True
 
 
@@ -228,14 +226,17 @@ def delete_file(source: Path) -> None:
 
 
 def _same_content(path: Path, sha256: str) -> bool:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path) == sha256
     except OSError:
         return False
-    return digest.hexdigest() == sha256
+
+
+def _drop_lingering_source(source: Path, sha256: str) -> None:
+    """After a crash between link and unlink: the copy in place is the file, the source goes."""
+    if os.path.lexists(source) and _same_content(source, sha256):
+        os.unlink(source)
+        _fsync_dir(source.parent)
 
 
 def resume_move(source: Path, planned: Path, sha256: str) -> Path | None:
@@ -256,11 +257,8 @@ def resume_move(source: Path, planned: Path, sha256: str) -> Path | None:
         if _same_content(candidate, sha256):
             landed = candidate
             break
-    if landed is None:
-        return None
-    if os.path.lexists(source) and _same_content(source, sha256):
-        os.unlink(source)
-        _fsync_dir(source.parent)
+    if landed is not None:
+        _drop_lingering_source(source, sha256)
     return landed
 
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -370,8 +370,6 @@ class Engine:
 
 
 def _with(outcome: Outcome, **changes: Any) -> Outcome:
-    from dataclasses import replace
-
     return replace(outcome, **changes)
 
 

@@ -9,6 +9,7 @@ not a verdict) is never confused with bytes that are not an image
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import stat
@@ -22,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageAccessError, UnreadableImageError
 
-__all__ = ["DecodedImage", "RawFile", "decode_image", "read_file"]
+__all__ = ["DecodedImage", "RawFile", "decode_image", "file_sha256", "read_file"]
 
 _FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 
@@ -75,6 +76,19 @@ def read_file(path: Path, *, max_bytes: int) -> RawFile:
         os.close(fd)
     data = b"".join(chunks)
     return RawFile(data=data, size=len(data), mtime_ns=info.st_mtime_ns, mode=info.st_mode)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks (weights and quarantined files can be large).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:

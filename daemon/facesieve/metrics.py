@@ -17,10 +17,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from .config import MetricsConfig, split_address
 from .engine import Outcome, Status
+from .policy import Verdict
 
 __all__ = ["Metrics"]
 
-_VERDICTS = ("keep", "reject", "review", "unreadable")
+_VERDICTS = tuple(verdict.value for verdict in Verdict)
 # Seconds per image: ~20 ms for a small crop up to seconds for a large photo on a busy CPU.
 _BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

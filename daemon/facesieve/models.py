@@ -8,7 +8,6 @@ build a model, and copies the files that ship inside installed packages into pla
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from .config import ModelsConfig
+from .images import file_sha256
 
 __all__ = [
     "ModelFile",
@@ -100,11 +100,7 @@ class ModelFile:
     def sha256(self) -> str | None:
         if not self.present or self.path is None:
             return None
-        digest = hashlib.sha256()
-        with self.path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.path)
 
 
 def deepface_home(models: ModelsConfig) -> Path:
