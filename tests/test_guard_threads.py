@@ -171,3 +171,34 @@ def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
     assert len(hung) <= 3
     assert any(e["event"] == "worker_stalled" for e in events)
     assert len(released) >= 2  # and they resume once the worker moves again
+
+
+class SlowNoFaces(NoFaces):
+    """Takes a known time per model call, as a real model on a busy CPU would."""
+
+    seconds = 0.2
+
+    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+        time.sleep(self.seconds)
+        return super().analyze_many(images)
+
+    def analyze(self, image: Any) -> list[Any]:
+        return self.analyze_many([image])[0]
+
+
+def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path) -> None:
+    from facesieve.engine import Engine
+    from facesieve.ledger import Ledger
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    Image.new("RGB", (32, 32)).save(inbox / "alone.png")
+    folders = Config().resolve_folders(inbox)
+    with Ledger(folders.ledger) as ledger:
+        engine = Engine(Config(), SlowNoFaces(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+        outcome = engine.process(inbox / "alone.png")
+        [row] = list(ledger.rows())
+    assert outcome.verdict is not None and outcome.verdict.value == "reject"
+    assert row.elapsed_ms is not None
+    assert row.elapsed_ms >= SlowNoFaces.seconds * 1000
+    assert outcome.elapsed_ms >= SlowNoFaces.seconds * 1000

@@ -181,11 +181,15 @@ class Engine:
             decision, faces = unreadable(prepared.unreadable_reason or "cannot decode"), ()
         else:
             if faces is None:
+                model_started = time.perf_counter()
                 try:
                     faces = self.analyzer.analyze(prepared.image)
                 except Exception as error:  # noqa: BLE001 - a model failure is never a verdict
                     reason = f"model error: {type(error).__name__}: {error}"
                     return self._report(Outcome(path, Status.ERROR, reason=reason))
+                # A file judged alone (the daemon's usual case) pays for its own model call.
+                prepared.model_ms = (time.perf_counter() - model_started) * 1000
+                started = time.perf_counter()
             faces = tuple(faces)
             decision = decide(faces, self.config.policy)
         outcome = Outcome(
