@@ -59,3 +59,40 @@ def test_wal_mode_and_survives_reopen(tmp_path: Path) -> None:
         assert ledger.count() == 1
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_a_corrupt_ledger_stops_scan_and_watch_with_the_ledger_exit_code(
+    tmp_path: Path, deepface_home: Path
+) -> None:
+    from structlog.testing import capture_logs
+
+    from facesieve.config import Config
+    from facesieve.notify import Notifier
+    from facesieve.watch import Guard
+
+    from .cli_util import run_cli
+
+    inbox = tmp_path / "inbox"
+    ledger = inbox / ".facesieve" / "ledger.sqlite3"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(b"this is not a SQLite database, it is garbage " * 100)
+
+    scan = run_cli("scan", str(inbox))
+    assert scan.code == 5, scan.stderr
+    assert "ledger error" in scan.stderr
+
+    class NoModels:
+        def describe(self) -> dict[str, str]:
+            return {"detector": "none", "gender": "none"}
+
+    config = Config.model_validate({"folders": {"inbox": str(inbox)}})
+    guard = Guard(
+        config, notifier=Notifier.from_environment({}), make_analyzer=lambda c: NoModels()
+    )  # type: ignore[arg-type,return-value]
+    with capture_logs() as events:
+        code = guard.run()
+    # Restarting will not mend the file: systemd must see the ledger's own code, as scan does.
+    assert code == 5
+    assert [e["event"] for e in events if e["event"] in ("start_failed", "ready")] == [
+        "start_failed"
+    ]

@@ -41,7 +41,7 @@ from watchdog.events import (
 from .analyzer import MAX_BATCH, Analyzer, load_analyzer
 from .config import Config, ResolvedFolders, load_config, watch_folders
 from .engine import Engine, Outcome, Status, iter_images
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError, LedgerError, ModelLoadError
 from .ledger import Ledger
 from .logs import get_logger
 from .metrics import Metrics
@@ -372,6 +372,8 @@ class Guard:
                     return ExitCode.MODEL
                 if isinstance(error, ConfigError):
                     return ExitCode.CONFIG
+                if isinstance(error, LedgerError):
+                    return ExitCode.LEDGER  # as scan: restarting will not mend the file
                 return ExitCode.FAILURE
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root))
