@@ -11,6 +11,7 @@ __all__ = [
     "ModelLoadError",
     "RestoreConflictError",
     "UnreadableImageError",
+    "WorkerError",
 ]
 
 
@@ -24,6 +25,12 @@ class ConfigError(FacesieveError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        # The default rebuilds from `args` (the formatted text alone), which this
+        # __init__ cannot take.
+        return type(self), (self.key, self.message)
 
 
 class ModelLoadError(FacesieveError):
@@ -32,6 +39,10 @@ class ModelLoadError(FacesieveError):
     def __init__(self, model: str, message: str) -> None:
         super().__init__(f"model {model!r} cannot be loaded: {message}")
         self.model = model
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ModelLoadError], tuple[str, str]]:
+        return type(self), (self.model, self.message)
 
 
 class UnreadableImageError(FacesieveError):
@@ -60,3 +71,7 @@ class RestoreConflictError(ActionError):
     Never resolved by renaming or overwriting: the file stays where it is, and a
     person decides.
     """
+
+
+class WorkerError(FacesieveError):
+    """A judging process or actor failed in a way that is not about one image."""

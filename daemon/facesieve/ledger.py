@@ -111,10 +111,15 @@ def _now() -> str:
 
 
 class Ledger:
-    """One SQLite connection; like the analyzer, owned by one thread."""
+    """One SQLite connection; like the analyzer, owned by one thread.
 
-    def __init__(self, path: Path) -> None:
+    `id_base`: the ids of new rows start above it. The shards of a sharded ledger
+    (see `shards.py`) take disjoint ranges, so that an id names one row in all of them.
+    """
+
+    def __init__(self, path: Path, *, id_base: int = 0) -> None:
         self.path = path
+        self.id_base = id_base
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
@@ -128,11 +133,11 @@ class Ledger:
             raise LedgerError(f"cannot open ledger {path}: {error}") from error
 
     @classmethod
-    def open_existing(cls, path: Path) -> Ledger:
+    def open_existing(cls, path: Path, *, id_base: int = 0) -> Ledger:
         """Open a ledger that must already exist: reading commands never create one."""
         if not path.is_file():
             raise LedgerError(f"no ledger at {path}: nothing was scanned or watched there yet")
-        return cls(path)
+        return cls(path, id_base=id_base)
 
     def _version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -214,10 +219,13 @@ class Ledger:
     ) -> int:
         """Record a decision and its intended action, before the action runs."""
         cursor = self._write(
-            """INSERT INTO decisions (path, root, size, mtime_ns, mode, sha256, faces, verdict,
-                   reason, action, destination, state, models, elapsed_ms, decided_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)""",
+            """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
+                   verdict, reason, action, destination, state, models, elapsed_ms, decided_at)
+               -- the next id above id_base (shards of a sharded ledger take disjoint ranges)
+               VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
+                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)""",
             (
+                self.id_base,
                 str(path),
                 str(root),
                 size,
@@ -256,10 +264,13 @@ class Ledger:
         unchanged is then known to every later scan, and a changed one is judged.
         """
         cursor = self._write(
-            """INSERT INTO decisions (path, root, size, mtime_ns, mode, sha256, faces, verdict,
-                   reason, action, destination, state, models, elapsed_ms, decided_at, ref)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?)""",
+            """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
+                   verdict, reason, action, destination, state, models, elapsed_ms, decided_at, ref)
+               -- the next id above id_base (shards of a sharded ledger take disjoint ranges)
+               VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
+                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?)""",
             (
+                self.id_base,
                 decision.path,
                 decision.root,
                 decision.size,
