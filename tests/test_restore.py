@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import structlog
 
+from facesieve import ledger as ledger_module
 from facesieve.actions import free_destination, move_file, plan
 from facesieve.cli import main
 from facesieve.config import Config, ResolvedFolders
@@ -352,7 +353,7 @@ def test_a_version_1_ledger_is_migrated(tmp_path: Path) -> None:
         assert (row.path, row.ref, row.purged_at) == ("/in/a.jpg", None, None)
         ledger.mark_purged(row.id)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == ledger_module._SCHEMA_VERSION
         assert db.execute("SELECT purged_at IS NOT NULL FROM decisions").fetchone()[0] == 1
 
 

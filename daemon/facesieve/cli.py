@@ -118,6 +118,9 @@ _ELSEWHERE = {
     "purge": ("restore", "delete quarantined files past their retention"),
     "report": ("report", "write a self-contained HTML page of what was removed and why"),
     "stats": ("stats", "counts per verdict and per day, throughput, latest decisions"),
+    "review": ("review", "serve the review page: keep or reject files in review, by key"),
+    "approve": ("settle", "keep files in review (to folders.accepted, or back where they were)"),
+    "reject": ("settle", "reject files in review (quarantine or delete, as actions.reject)"),
 }
 
 

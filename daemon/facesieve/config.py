@@ -38,6 +38,7 @@ __all__ = [
     "PolicyConfig",
     "Require",
     "ResolvedFolders",
+    "ReviewConfig",
     "WatchConfig",
     "load_config",
     "review_folders",
@@ -172,16 +173,17 @@ class LoggingConfig(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """`host:port` (`[v6]:port` for IPv6) into its parts.
+def split_address(address: str, *, any_port: bool = False) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6) into its parts; with `any_port`, port 0 (any free one).
 
     Raises:
-        ValueError: no host, no port, or a port outside 1..65535.
+        ValueError: no host, no port, or a port outside 1..65535 (0..65535).
     """
     host, colon, port_text = address.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not colon or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    lowest = 0 if any_port else 1
+    if not colon or not host or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
         raise ValueError(f"{address!r} is not host:port (e.g. 127.0.0.1:9464, [::1]:9464)")
     return host, int(port_text)
 
@@ -207,15 +209,49 @@ class MetricsConfig(_Section):
     @field_validator("address")
     @classmethod
     def _local_unless_allowed(cls, address: str, info: ValidationInfo) -> str:
-        if not address:
-            return address
-        host, _ = split_address(address)
-        if not _is_loopback(host) and not info.data.get("allow_remote", False):
-            raise ValueError(
-                f"{host} is not a loopback address; the endpoint has no authentication "
-                "(set metrics.allow_remote = true to serve it anyway)"
-            )
+        return _local_unless_allowed(
+            address,
+            info,
+            "the endpoint has no authentication (set metrics.allow_remote = true to serve it "
+            "anyway)",
+        )
+
+
+def _local_unless_allowed(
+    address: str, info: ValidationInfo, why: str, *, any_port: bool = False
+) -> str:
+    """An empty address, or host:port on a loopback address unless `allow_remote` is set."""
+    if not address:
         return address
+    host, _ = split_address(address, any_port=any_port)
+    if not _is_loopback(host) and not info.data.get("allow_remote", False):
+        raise ValueError(f"{host} is not a loopback address; {why}")
+    return address
+
+
+class ReviewConfig(_Section):
+    """The review page that `facesieve review` serves."""
+
+    # The page moves and deletes files: only loopback unless this says otherwise
+    # (a random token in its URL guards it either way).
+    allow_remote: bool = False
+    # "host:port"; port 0 picks a free one.
+    address: str = "127.0.0.1:8750"
+    # Who decides, for the ledger; empty: the OS user (`--who` overrides both).
+    who: str = ""
+
+    @field_validator("address")
+    @classmethod
+    def _local_unless_allowed(cls, address: str, info: ValidationInfo) -> str:
+        if not address:
+            raise ValueError("the review page needs an address, host:port")
+        return _local_unless_allowed(
+            address,
+            info,
+            "anyone who can reach the page can move files (set review.allow_remote = true "
+            "to serve it anyway)",
+            any_port=True,
+        )
 
 
 class ResolvedFolders(BaseModel):
@@ -250,6 +286,13 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
     metrics: MetricsConfig = MetricsConfig()
+    review: ReviewConfig = ReviewConfig()
+
+    def with_review(self, **changes: Any) -> Config:
+        """A copy with review settings overridden (from the command line), re-validated."""
+        data = self.model_dump()
+        data["review"].update({k: v for k, v in changes.items() if v is not None})
+        return _validate(data)
 
     def with_policy(self, **changes: Any) -> Config:
         """A copy with policy settings overridden (from the command line), re-validated."""

@@ -32,7 +32,7 @@ from .analyzer import MAX_BATCH, Analyzer
 from .config import Config, ResolvedFolders
 from .errors import ActionError, ImageAccessError, UnreadableImageError
 from .images import DecodedImage, decode_image, read_file
-from .ledger import Ledger, LedgerRow
+from .ledger import Ledger, LedgerRow, policy_fingerprint
 from .logs import get_logger
 from .policy import Face, Verdict, decide, unreadable
 
@@ -104,12 +104,15 @@ class Engine:
         folders: ResolvedFolders | None = None,
         ledger: Ledger | None = None,
         dry_run: bool = False,
+        rejudge: Callable[[LedgerRow], bool] | None = None,
     ) -> None:
         self.config = config
         self.analyzer = analyzer
         self.folders = folders
         self.ledger = ledger
         self.dry_run = dry_run
+        # Decisions to judge again although the file is unchanged (`scan --rejudge`).
+        self.rejudge = rejudge
         self._log = get_logger()
         self._models = analyzer.describe()
 
@@ -120,7 +123,9 @@ class Engine:
         if self.ledger is None or self.dry_run:
             return None
         row = self.ledger.last_done(_absolute(path))
-        return row if row is not None and row.left_in_place else None
+        if row is None or not row.left_in_place:
+            return None
+        return None if self.rejudge is not None and self.rejudge(row) else row
 
     def prepare(self, path: Path, previous: LedgerRow | None = None) -> _Prepared | Outcome:
         """Read, hash and decode one file. Never raises: problems become outcomes."""
@@ -296,6 +301,7 @@ class Engine:
                 destination=destination,
                 models=self._models,
                 elapsed_ms=round(prepared.prepare_ms + prepared.model_ms, 1),
+                policy=policy_fingerprint(self.config.policy.model_dump()),
             )
         try:
             landed: Path | None = None

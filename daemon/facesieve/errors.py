@@ -4,12 +4,14 @@ from __future__ import annotations
 
 __all__ = [
     "ActionError",
+    "AlreadySettledError",
     "ConfigError",
     "FacesieveError",
     "ImageAccessError",
     "LedgerError",
     "ModelLoadError",
     "RestoreConflictError",
+    "SettleError",
     "UnreadableImageError",
     "WorkerError",
 ]
@@ -75,3 +77,11 @@ class RestoreConflictError(ActionError):
 
 class WorkerError(FacesieveError):
     """A judging process or actor failed in a way that is not about one image."""
+
+
+class SettleError(FacesieveError):
+    """A person's decision about a file in review cannot be applied; nothing was changed."""
+
+
+class AlreadySettledError(SettleError):
+    """Someone else settled (or is settling) this file first; nothing was changed."""

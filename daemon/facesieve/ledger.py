@@ -8,23 +8,43 @@ A restore is a row of its own (action `restore`, `ref` naming the decision it
 undoes, the original path as both `path` and `destination`), so that the file
 back in place reads as decided and is not judged again unless it changes. A
 purge keeps the decision's row and stamps its `purged_at`.
+
+A person settling a file in review is a row of its own too (a *human verdict*:
+`who` and `label` set, `ref` naming the model's decision, `path` where the file
+was judged, `destination` where the person's decision put it). When it is done,
+the model's decision is stamped `settled_by` it, in the same transaction. An
+undo is a row with action `undo` and `ref` naming the human verdict; done, it
+stamps that verdict `undone_by` and clears the decision's `settled_by`.
+
+Every decision records the fingerprints of the policy and the models it was
+made under (`policy_fingerprint`, `models_fingerprint`), so that a later policy
+can tell which files were decided under another one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import LedgerError
+from .errors import AlreadySettledError, LedgerError
 
-__all__ = ["RESTORE", "Ledger", "LedgerRow"]
+__all__ = [
+    "RESTORE",
+    "UNDO",
+    "Ledger",
+    "LedgerRow",
+    "models_fingerprint",
+    "policy_fingerprint",
+]
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -54,11 +74,35 @@ _SCHEMA = [
 _ADDED_COLUMNS = {
     "ref": "INTEGER",  # a restore row: the decision it undoes
     "purged_at": "TEXT",  # a quarantine decision: when purge deleted its file
+    # Version 3: human verdicts, and what each decision was made under.
+    "who": "TEXT",  # a human verdict or an undo: the person
+    "label": "TEXT",  # a human verdict: keep, reject or no_face
+    "settled_by": "INTEGER",  # a model's decision: the human verdict that settled it
+    "undone_by": "INTEGER",  # a human verdict: the undo row that took it back
+    "policy_fingerprint": "TEXT",
+    "models_fingerprint": "TEXT",
 }
 _ADDED_INDEXES = [
     "CREATE INDEX IF NOT EXISTS decisions_ref ON decisions (ref) WHERE ref IS NOT NULL",
 ]
 RESTORE = "restore"  # the action of a restore row
+UNDO = "undo"  # the action of a row that takes a human verdict back
+_NOT_DECISIONS = (RESTORE, UNDO)
+
+
+def _fingerprint(data: object) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def policy_fingerprint(policy: Mapping[str, Any]) -> str:
+    """A short stable name of a policy's settings (`PolicyConfig.model_dump()`)."""
+    return _fingerprint(dict(policy))
+
+
+def models_fingerprint(models: Mapping[str, str]) -> str:
+    """A short stable name of the models (`Analyzer.describe()`, as the ledger records it)."""
+    return _fingerprint(dict(models))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +127,12 @@ class LedgerRow:
     completed_at: str | None
     ref: int | None = None
     purged_at: str | None = None
+    who: str | None = None
+    label: str | None = None
+    settled_by: int | None = None
+    undone_by: int | None = None
+    policy_fingerprint: str | None = None
+    models_fingerprint: str | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> LedgerRow:
@@ -99,6 +149,20 @@ class LedgerRow:
     @property
     def is_restore(self) -> bool:
         return self.action == RESTORE
+
+    @property
+    def is_human(self) -> bool:
+        """A human verdict: a person settled the decision `ref`."""
+        return self.who is not None and self.action != UNDO
+
+    @property
+    def is_undo(self) -> bool:
+        return self.action == UNDO
+
+    @property
+    def models_key(self) -> str:
+        """The models' fingerprint; for rows older than the column, from `models`."""
+        return self.models_fingerprint or models_fingerprint(self.models)
 
     @property
     def moved_at(self) -> str:
@@ -185,12 +249,14 @@ class Ledger:
     def last_done(self, path: Path) -> LedgerRow | None:
         """The latest completed decision about a file at `path`.
 
-        A restore still pending counts: between its link into place and its
-        completion, a daemon's reconciliation pass must not judge the file again.
+        A restore or a human verdict still pending counts: between its link into
+        place and its completion, a daemon's reconciliation pass must not judge the
+        file again.
         """
         row = self._db.execute(
             """SELECT * FROM decisions WHERE path = ?
-                   AND (state = 'done' OR (state = 'pending' AND action = 'restore'))
+                   AND (state = 'done' OR (state = 'pending'
+                        AND (action = 'restore' OR who IS NOT NULL)))
                ORDER BY id DESC LIMIT 1""",
             (str(path),),
         ).fetchone()
@@ -216,14 +282,19 @@ class Ledger:
         destination: Path | None,
         models: Mapping[str, str],
         elapsed_ms: float,
+        policy: str | None = None,
     ) -> int:
-        """Record a decision and its intended action, before the action runs."""
+        """Record a decision and its intended action, before the action runs.
+
+        `policy` is the fingerprint of the policy it was made under.
+        """
         cursor = self._write(
             """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
-                   verdict, reason, action, destination, state, models, elapsed_ms, decided_at)
+                   verdict, reason, action, destination, state, models, elapsed_ms, decided_at,
+                   policy_fingerprint, models_fingerprint)
                -- the next id above id_base (shards of a sharded ledger take disjoint ranges)
                VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
-                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)""",
+                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)""",
             (
                 self.id_base,
                 str(path),
@@ -240,16 +311,183 @@ class Ledger:
                 json.dumps(dict(models)),
                 elapsed_ms,
                 _now(),
+                policy,
+                models_fingerprint(models),
             ),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def complete(self, row_id: int, destination: Path | None) -> None:
-        self._write(
-            "UPDATE decisions SET state = 'done', destination = ?, completed_at = ? WHERE id = ?",
-            (None if destination is None else str(destination), _now(), row_id),
-        )
+        """Mark an action done; a human verdict or an undo stamps the rows it settles."""
+        with self._transaction():
+            self._write(
+                "UPDATE decisions SET state = 'done', destination = ?, completed_at = ? "
+                "WHERE id = ?",
+                (None if destination is None else str(destination), _now(), row_id),
+            )
+            row = self.get(row_id)
+            if row is None or row.ref is None:
+                return
+            if row.is_human:
+                self._write("UPDATE decisions SET settled_by = ? WHERE id = ?", (row_id, row.ref))
+            elif row.is_undo:
+                verdict = self.get(row.ref)
+                self._write("UPDATE decisions SET undone_by = ? WHERE id = ?", (row_id, row.ref))
+                if verdict is not None and verdict.ref is not None:
+                    self._write(
+                        "UPDATE decisions SET settled_by = NULL WHERE id = ? AND settled_by = ?",
+                        (verdict.ref, verdict.id),
+                    )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE): other writers wait, readers go on."""
+        if self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise LedgerError(f"cannot write ledger {self.path}: {error}") from error
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def begin_human(
+        self,
+        decision_id: int,
+        *,
+        who: str,
+        label: str,
+        verdict: str,
+        action: str,
+        destination: Path | None,
+        policy: str,
+        check: Callable[[LedgerRow], str | None],
+    ) -> tuple[LedgerRow, int]:
+        """Record, before the move, that a person settles `decision_id`.
+
+        In one write transaction: `check(decision)` (None, or why it cannot be
+        settled), then that no other person settled it or is settling it, then the
+        pending row. Two pages or processes deciding one file: one wins, the other
+        gets AlreadySettledError and nothing changes.
+
+        Raises:
+            AlreadySettledError: settled, being settled, or `check` refused.
+        """
+        with self._transaction():
+            decision = self.get(decision_id)
+            if decision is None:
+                raise AlreadySettledError(f"no ledger id {decision_id}")
+            if decision.settled_by is not None:
+                raise AlreadySettledError(
+                    f"ledger #{decision_id} was settled already (ledger #{decision.settled_by})"
+                )
+            busy = self._db.execute(
+                "SELECT id FROM decisions WHERE ref = ? AND state = 'pending' "
+                "AND (who IS NOT NULL OR action = 'restore')",
+                (decision_id,),
+            ).fetchone()
+            if busy is not None:
+                raise AlreadySettledError(
+                    f"ledger #{decision_id} is being settled (ledger #{busy[0]})"
+                )
+            why = check(decision)
+            if why is not None:
+                raise AlreadySettledError(why)
+            cursor = self._write(
+                """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
+                       verdict, reason, action, destination, state, models, elapsed_ms,
+                       decided_at, ref, who, label, policy_fingerprint, models_fingerprint)
+                   VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
+                       ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    self.id_base,
+                    decision.path,
+                    decision.root,
+                    decision.size,
+                    decision.mtime_ns,
+                    decision.mode,
+                    decision.sha256,
+                    json.dumps(decision.faces),
+                    verdict,
+                    f"{label} by {who} (ledger #{decision.id}: {decision.reason})",
+                    action,
+                    None if destination is None else str(destination),
+                    json.dumps(decision.models),
+                    _now(),
+                    decision.id,
+                    who,
+                    label,
+                    policy,
+                    decision.models_key,
+                ),
+            )
+            assert cursor.lastrowid is not None
+            return decision, cursor.lastrowid
+
+    def begin_undo(
+        self, verdict_id: int, *, who: str, check: Callable[[LedgerRow], str | None]
+    ) -> tuple[LedgerRow, int]:
+        """Record, before the move, that a human verdict is taken back.
+
+        In one write transaction, as `begin_human`: the verdict must be done, the
+        one that settles its decision, not undone and not being undone, and pass
+        `check`.
+
+        Raises:
+            AlreadySettledError: it cannot be undone (now); nothing was changed.
+        """
+        with self._transaction():
+            verdict = self.get(verdict_id)
+            if verdict is None or not verdict.is_human or verdict.ref is None:
+                raise AlreadySettledError(f"ledger #{verdict_id} is not a human verdict")
+            decision = self.get(verdict.ref)
+            if verdict.state != "done" or decision is None or decision.settled_by != verdict.id:
+                raise AlreadySettledError(f"ledger #{verdict_id} does not settle a file now")
+            busy = self._db.execute(
+                "SELECT id FROM decisions WHERE ref = ? AND state = 'pending'", (verdict_id,)
+            ).fetchone()
+            if verdict.undone_by is not None or busy is not None:
+                raise AlreadySettledError(f"ledger #{verdict_id} was undone already")
+            why = check(verdict)
+            if why is not None:
+                raise AlreadySettledError(why)
+            cursor = self._write(
+                """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
+                       verdict, reason, action, destination, state, models, elapsed_ms,
+                       decided_at, ref, who, policy_fingerprint, models_fingerprint)
+                   VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
+                       ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?, ?)
+                """,
+                (
+                    self.id_base,
+                    decision.path,
+                    decision.root,
+                    decision.size,
+                    decision.mtime_ns,
+                    decision.mode,
+                    decision.sha256,
+                    json.dumps(decision.faces),
+                    decision.verdict,
+                    f"undone by {who} (ledger #{verdict.id}: {verdict.reason})",
+                    UNDO,
+                    decision.destination,
+                    json.dumps(decision.models),
+                    _now(),
+                    verdict.id,
+                    who,
+                    decision.policy_fingerprint,
+                    decision.models_key,
+                ),
+            )
+            assert cursor.lastrowid is not None
+            return verdict, cursor.lastrowid
 
     def fail(self, row_id: int, error: str) -> None:
         self._write(
@@ -290,6 +528,19 @@ class Ledger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def restore_of(self, decision_id: int) -> LedgerRow | None:
+        """The restore row of one decision, chosen as `restores` chooses."""
+        rows = self._db.execute(
+            "SELECT * FROM decisions WHERE action = 'restore' AND ref = ? ORDER BY id",
+            (decision_id,),
+        )
+        rank = {"done": 2, "pending": 1, "failed": 0}
+        found = None
+        for row in map(LedgerRow.from_sql, rows):
+            if found is None or rank[row.state] >= rank[found.state]:
+                found = row
+        return found
+
     def mark_purged(self, row_id: int) -> None:
         self._write("UPDATE decisions SET purged_at = ? WHERE id = ?", (_now(), row_id))
 
@@ -303,17 +554,31 @@ class Ledger:
         return [self._as_move(LedgerRow.from_sql(r)) for r in rows]
 
     def _as_move(self, row: LedgerRow) -> LedgerRow:
-        if not row.is_restore or row.ref is None:
+        if row.ref is None or not (row.is_restore or row.is_human or row.is_undo):
             return row
-        decision = self.get(row.ref)
-        if decision is None or decision.destination is None:
+        earlier = self.get(row.ref)
+        if earlier is None or earlier.destination is None:
             return row
-        return replace(row, path=decision.destination, destination=row.path)
+        # A restore and a human verdict move the file from where the decision put
+        # it; an undo from where the human verdict put it.
+        target = row.path if row.is_restore else row.destination
+        return replace(row, path=earlier.destination, destination=target)
 
     def decisions(self) -> list[LedgerRow]:
-        """Completed decisions, oldest first: every row but restores, pending and failed ones."""
+        """Completed decisions, oldest first: the model's and people's (human verdicts);
+        no restores, undos, pending or failed rows."""
         rows = self._db.execute(
-            "SELECT * FROM decisions WHERE state = 'done' AND action != 'restore' ORDER BY id"
+            "SELECT * FROM decisions WHERE state = 'done' AND action NOT IN (?, ?) ORDER BY id",
+            _NOT_DECISIONS,
+        )
+        return [LedgerRow.from_sql(r) for r in rows]
+
+    def human_verdicts(self) -> list[LedgerRow]:
+        """Completed human verdicts not taken back, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM decisions WHERE state = 'done' AND who IS NOT NULL "
+            "AND action != ? AND undone_by IS NULL ORDER BY id",
+            (UNDO,),
         )
         return [LedgerRow.from_sql(r) for r in rows]
 

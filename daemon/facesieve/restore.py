@@ -136,12 +136,18 @@ class Fate(StrEnum):
     DELETED = "deleted"
     RESTORED = "restored"
     PURGED = "purged"
+    SETTLED = "settled by a person"  # the model's decision; see the human verdict
+    UNDONE = "undone"  # a human verdict taken back: the file went back to review
 
 
 def fate(decision: LedgerRow, restore: LedgerRow | None) -> tuple[Fate, Path | None]:
     """What became of a completed decision's file, and where the file is now (None: nowhere)."""
     if restore is not None and restore.state == "done":
         return Fate.RESTORED, Path(decision.path)
+    if decision.settled_by is not None:
+        return Fate.SETTLED, None
+    if decision.undone_by is not None:
+        return Fate.UNDONE, None
     if decision.purged_at is not None:
         return Fate.PURGED, None
     if decision.action == Action.DELETE:
