@@ -68,6 +68,9 @@ class Analyzer:
                 versions[package] = metadata.version(package)
             except metadata.PackageNotFoundError:
                 continue
+        if self._gender is not None:
+            # Each gender part's version and weights' sha256: a new head is a new model.
+            versions.update({f"gender:{k}": v for k, v in self._gender.parts().items()})
         return versions
 
     def load(self) -> None:

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _ELSEWHERE = {
     "eval": ("evaluate", "measure the engine on a labelled folder (labels.csv)"),
+    "learn": ("learn", "fit the combined gender model's head from labelled folders"),
     "restore": ("restore", "move quarantined or reviewed files back where they were"),
     "purge": ("restore", "delete quarantined files past their retention"),
     "report": ("report", "write a self-contained HTML page of what was removed and why"),

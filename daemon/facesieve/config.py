@@ -109,7 +109,10 @@ class ModelsConfig(_Section):
     """Which models judge the images and where their weights live."""
 
     detector: Literal[DETECTORS] = "mtcnn"  # type: ignore[valid-type]
-    gender: Literal["bundled", "deepface"] = "bundled"
+    # combined: bundled + faceres + a logistic head (see gender.py and the README).
+    gender: Literal["bundled", "faceres", "combined", "deepface"] = "bundled"
+    # A head written by `facesieve learn` for gender = "combined"; unset: the shipped one.
+    gender_head: Path | None = None
     # DeepFace keeps weights in `<home>/.deepface/weights`; unset means $DEEPFACE_HOME or ~.
     home: Path | None = None
     # Off by default: a download attempted offline is the failure the seed script died of.

@@ -79,6 +79,8 @@ _PACKAGED: dict[str, dict[str, Callable[[], Path | None]]] = {
             *_AG_MODELS, "shape_predictor_5_face_landmarks.dat"
         ),
     },
+    "faceres-gender": {"faceres.onnx": _package_file("facesieve", "weights", "faceres.onnx")},
+    "gender-head": {"gender-head.json": _package_file("facesieve", "weights", "gender-head.json")},
 }
 
 
@@ -114,8 +116,16 @@ def weights_dir(models: ModelsConfig) -> Path:
     return deepface_home(models) / ".deepface" / "weights"
 
 
+_GENDER_PARTS = {
+    "deepface": ["deepface-gender"],
+    "bundled": ["bundled-gender"],
+    "faceres": ["faceres-gender"],
+    "combined": ["bundled-gender", "faceres-gender", "gender-head"],
+}
+
+
 def _needed(models: ModelsConfig) -> list[str]:
-    return [models.detector, "deepface-gender" if models.gender == "deepface" else "bundled-gender"]
+    return [models.detector, *_GENDER_PARTS[models.gender]]
 
 
 def inventory(models: ModelsConfig) -> list[ModelFile]:
@@ -123,6 +133,10 @@ def inventory(models: ModelsConfig) -> list[ModelFile]:
     folder = weights_dir(models)
     files: list[ModelFile] = []
     for model in _needed(models):
+        if model == "gender-head" and models.gender_head is not None:
+            head = models.gender_head
+            files.append(ModelFile(model, head.name, head, "config", provisionable=False))
+            continue
         for name, locate in _PACKAGED.get(model, {}).items():
             files.append(ModelFile(model, name, locate(), "package", provisionable=False))
         for name, shipped in _DEEPFACE_WEIGHTS.get(model, {}).items():
