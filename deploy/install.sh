@@ -3,6 +3,13 @@
 #
 # Run as root from a checkout:   sudo deploy/install.sh
 #
+# Needs: root, Debian 12 or newer with systemd and apt, and the Debian packages in
+# APT_PACKAGES below (installed with apt when missing): Debian's python3 >= 3.11 with
+# python3-venv, and python3-dev, libsystemd-dev, pkg-config and gcc to build
+# systemd-python. The venv is always built from /usr/bin/python3, never from whichever
+# python3 comes first on root's PATH (a pyenv under /root is unreadable for the service
+# user). Python packages are installed at the tested versions in constraints.txt.
+#
 # Safe to re-run: it upgrades the venv from the checkout, refreshes the unit,
 # sysusers and tmpfiles files, and never overwrites an existing config.
 set -euo pipefail
@@ -14,6 +21,7 @@ STATE_DIR=/var/lib/facesieve
 MODELS_DIR=$STATE_DIR/models
 SRV_DIR=/srv/facesieve
 SERVICE_USER=facesieve
+PYTHON=/usr/bin/python3
 APT_PACKAGES=(python3 python3-venv python3-dev libsystemd-dev pkg-config gcc)
 
 # A hardened root umask (077) would leave the venv unreadable for the service user.
@@ -28,6 +36,7 @@ DEPLOY=$SRC/deploy
 [[ $EUID -eq 0 ]] || die "run as root (e.g. sudo $0)"
 [[ -f $SRC/pyproject.toml && -f $DEPLOY/facesieve@.service ]] \
     || die "$SRC does not look like a facesieve checkout"
+[[ -f $SRC/constraints.txt ]] || die "$SRC/constraints.txt (the tested versions) is missing"
 command -v apt-get >/dev/null || die "apt-get not found: this installer targets Debian"
 command -v systemd-sysusers >/dev/null || die "systemd-sysusers not found: systemd is required"
 
@@ -45,19 +54,30 @@ else
     log "system packages already installed"
 fi
 
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "python3 >= 3.11 is required (Debian 12 or newer)"
+NEEDS="apt-get install ${APT_PACKAGES[*]}"
+[[ -x $PYTHON ]] || die "$PYTHON not found: $NEEDS"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is $("$PYTHON" -V 2>&1); facesieve needs >= 3.11 (Debian 12 or newer): $NEEDS"
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+    || die "$PYTHON cannot create a venv: $NEEDS"
+log "using $PYTHON ($("$PYTHON" -V 2>&1))"
 
 # --- Virtual environment -----------------------------------------------------
+# A venv built from another Python (an older install from a pyenv on PATH) is rebuilt.
+if [[ -x $VENV/bin/python && $(readlink -f -- "$VENV/bin/python") != "$(readlink -f -- "$PYTHON")" ]]; then
+    log "$VENV was built from $(readlink -f -- "$VENV/bin/python"), not $PYTHON: recreating it"
+    rm -rf -- "$VENV"
+fi
 if [[ ! -x $VENV/bin/python ]]; then
     log "creating $VENV"
     mkdir -p -- "$(dirname -- "$VENV")"
-    python3 -m venv -- "$VENV"
+    "$PYTHON" -m venv -- "$VENV"
 fi
-log "installing facesieve[systemd] from $SRC into $VENV"
+log "installing facesieve[systemd] from $SRC into $VENV (versions from constraints.txt)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-# --upgrade reinstalls the checkout itself; dependencies only move when they must.
-"$VENV/bin/python" -m pip install --upgrade --upgrade-strategy only-if-needed "$SRC[systemd]"
+# --upgrade reinstalls the checkout itself; the constraints pin every dependency to the
+# tested version, so an upgrade moves exactly the packages whose pins changed.
+"$VENV/bin/python" -m pip install --upgrade -c "$SRC/constraints.txt" "$SRC[systemd]"
 [[ -x $VENV/bin/facesieve ]] || die "$VENV/bin/facesieve was not installed"
 
 # --- systemd files -----------------------------------------------------------
@@ -67,6 +87,9 @@ install -D -m 0644 -- "$DEPLOY/sysusers.d/facesieve.conf" /etc/sysusers.d/facesi
 install -D -m 0644 -- "$DEPLOY/tmpfiles.d/facesieve.conf" /etc/tmpfiles.d/facesieve.conf
 install -D -m 0644 -- "$DEPLOY/README.md" /usr/share/doc/facesieve/README.md
 install -D -m 0644 -- "$SRC/config.example.toml" /usr/share/doc/facesieve/config.example.toml
+install -D -m 0644 -- "$DEPLOY/facesieve@.service.d/metrics.conf" /usr/share/doc/facesieve/metrics.conf
+install -D -m 0644 -- "$SRC/LICENSE" /usr/share/doc/facesieve/LICENSE
+install -D -m 0644 -- "$SRC/THIRD_PARTY_NOTICES.md" /usr/share/doc/facesieve/THIRD_PARTY_NOTICES.md
 
 systemd-sysusers /etc/sysusers.d/facesieve.conf
 systemd-tmpfiles --create /etc/tmpfiles.d/facesieve.conf
@@ -125,6 +148,8 @@ facesieve is installed.
 
   1. Review $CONFIG (guarded folders, policy).
      Folders outside $SRV_DIR need a drop-in:  systemctl edit facesieve@default
+     Metrics ([metrics] address) need the drop-in /usr/share/doc/facesieve/metrics.conf
+     in /etc/systemd/system/facesieve@default.service.d/ (see the README there).
   2. Start it now and at every boot:
          systemctl enable --now facesieve@default
   3. Follow it:

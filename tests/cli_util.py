@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .tools_util import require_tool
 
 
 @dataclass
@@ -30,9 +31,7 @@ def run_cli(*args: str, drop_read_override: bool = False, timeout: float = 600) 
     """
     command = [sys.executable, "-m", "facesieve", *args]
     if drop_read_override and os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            raise RuntimeError("setpriv is needed to drop root's read override")
+        setpriv = require_tool("setpriv", "util-linux")
         command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--", *command]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(

@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from .tools_util import require_tool
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 UNIT = DEPLOY / "facesieve@.service"
+METRICS_DROP_IN = DEPLOY / "facesieve@.service.d" / "metrics.conf"
 INSTANCE = "facesieve@test.service"
 BINARY = "/opt/facesieve/venv/bin/facesieve"
 MAX_EXPOSURE = 2.5
+# The metrics drop-in opens loopback IP; it must not cost more than that.
+MAX_EXPOSURE_WITH_METRICS = 1.5
 
 # The one complaint `systemd-analyze verify` may have on a machine where facesieve is not
 # installed: it checks that ExecStart= points at an executable file.
@@ -23,10 +28,7 @@ MISSING_BINARY = f"{INSTANCE}: Command {BINARY} is not executable: No such file 
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not on PATH (systemd is not installed)")
-    return path
+    return require_tool(name, "systemd")
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -103,6 +105,87 @@ def test_security_exposure_is_low(tmp_path: Path) -> None:
     assert exposure <= MAX_EXPOSURE, result.stdout
 
 
+def _unit_with_metrics(folder: Path, unit_text: str, drop_in_text: str) -> Path:
+    """The unit and the metrics drop-in laid out as systemd finds them; returns the instance."""
+    folder.mkdir()
+    (folder / UNIT.name).write_text(unit_text)
+    drop_ins = folder / f"{UNIT.name}.d"
+    drop_ins.mkdir()
+    (drop_ins / METRICS_DROP_IN.name).write_text(drop_in_text)
+    return folder / INSTANCE
+
+
+def _exposure(output: str) -> float:
+    match = re.search(rf"Overall exposure level for {re.escape(INSTANCE)}: (\d+(?:\.\d+)?)", output)
+    assert match is not None, output
+    return float(match.group(1))
+
+
+def test_unit_with_metrics_drop_in_verifies_cleanly(tmp_path: Path) -> None:
+    analyze = _tool("systemd-analyze")
+    stub = tmp_path / "bin" / "facesieve"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit_text = UNIT.read_text().replace(BINARY, str(stub))
+    drop_in_text = METRICS_DROP_IN.read_text()
+    instance = _unit_with_metrics(tmp_path / "good", unit_text, drop_in_text)
+    result = _run([analyze, "verify", str(instance)], cwd=instance.parent)
+    assert (result.stdout.strip(), result.stderr.strip(), result.returncode) == ("", "", 0)
+
+    # Control: verify reads the drop-in, so a bad line in it is reported.
+    broken = drop_in_text.replace("[Service]\n", "[Service]\nBogusKey=1\n")
+    instance = _unit_with_metrics(tmp_path / "broken", unit_text, broken)
+    result = _run([analyze, "verify", str(instance)], cwd=instance.parent)
+    assert "BogusKey" in result.stderr
+
+
+def test_metrics_drop_in_opens_only_loopback(tmp_path: Path) -> None:
+    """Scored with and without the drop-in: it must be what opens the network, and only that."""
+    analyze = _tool("systemd-analyze")
+    base = tmp_path / "base"
+    base.mkdir()
+    shutil.copy(UNIT, base / UNIT.name)
+    without = _run([analyze, "security", "--offline=yes", str(base / INSTANCE)], cwd=base)
+    instance = _unit_with_metrics(
+        tmp_path / "metrics", UNIT.read_text(), METRICS_DROP_IN.read_text()
+    )
+    with_metrics = _run([analyze, "security", "--offline=yes", str(instance)], cwd=instance.parent)
+    assert without.returncode == 0 and with_metrics.returncode == 0, with_metrics.stderr
+
+    assert _exposure(without.stdout) <= MAX_EXPOSURE
+    assert _exposure(with_metrics.stdout) <= MAX_EXPOSURE_WITH_METRICS
+    assert _exposure(with_metrics.stdout) > _exposure(without.stdout)
+    for finding in (
+        "Service may allocate Internet sockets",
+        "Service has access to the host's network",
+        "Service defines IP address allow list with only localhost entries",
+    ):
+        assert finding not in without.stdout
+        assert finding in with_metrics.stdout
+    for untouched in (
+        "Service cannot allocate packet sockets",
+        "Service cannot allocate netlink sockets",
+    ):
+        assert untouched in with_metrics.stdout
+
+
+def test_metrics_drop_in_settings() -> None:
+    settings = _unit_settings(METRICS_DROP_IN.read_text())
+    assert settings == {
+        "PrivateNetwork": ["no"],
+        "RestrictAddressFamilies": ["", "AF_UNIX AF_INET AF_INET6"],
+        "IPAddressDeny": ["any"],
+        "IPAddressAllow": ["localhost"],
+        "SocketBindDeny": ["any"],
+        "SocketBindAllow": ["tcp:9464"],
+    }
+    # The port it lets the daemon bind is the one the docs tell admins to configure.
+    readme = (DEPLOY / "README.md").read_text()
+    assert 'address = "127.0.0.1:9464"' in readme
+    assert "facesieve@.service.d/metrics.conf" in readme
+
+
 def test_unit_keeps_the_contract_with_the_daemon() -> None:
     settings = _unit_settings(UNIT.read_text())
     expected = {
@@ -134,16 +217,21 @@ def test_unit_keeps_the_contract_with_the_daemon() -> None:
 
 
 def test_install_script_parses() -> None:
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not on PATH")
+    bash = require_tool("bash", "bash")
     script = DEPLOY / "install.sh"
     result = subprocess.run(
         [bash, "-n", str(script)], capture_output=True, text=True, timeout=30, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert script.read_text().startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in script.read_text()
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    # Debian's Python, named, never whichever python3 is first on root's PATH.
+    assert "\nPYTHON=/usr/bin/python3\n" in text
+    assert re.findall(r"^\s*python3? ", text, flags=re.MULTILINE) == []
+    assert '"$PYTHON" -m venv' in text
+    # The tested versions.
+    assert '-c "$SRC/constraints.txt"' in text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="systemd-tmpfiles must run as root to chown")

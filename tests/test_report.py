@@ -26,6 +26,7 @@ from facesieve.cli import main
 from .cli_util import run_cli
 from .conftest import DATA
 from .test_restore import judged, set_moved_at, setup
+from .tools_util import require_tool
 
 ODD_NAME = "<b>&\"quote'\nnew line.jpg"
 
@@ -138,9 +139,7 @@ def test_the_report_is_self_contained_and_escapes_names(scanned: Scanned) -> Non
 
 def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium as root, with a fresh profile and nothing that phones home."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    executable = require_tool("chromium", "chromium")
     with tempfile.TemporaryDirectory(prefix="facesieve-chromium-") as profile:
         return subprocess.run(
             [
