@@ -212,4 +212,4 @@ def test_a_parent_killed_outright_leaves_no_worker_behind(tmp_path: Path, sig: i
         assert [pid for pid in children if _alive(pid)] == []
     finally:
         parent.kill()
-        parent.wait()
+        parent.communicate(timeout=30)  # also closes its stdout pipe (no ResourceWarning)

@@ -130,4 +130,4 @@ def test_a_shard_has_one_owner_at_a_time_and_a_dead_owner_frees_it(tmp_path: Pat
         again.release()
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate(timeout=30)  # also closes its stdout pipe (no ResourceWarning)
