@@ -55,25 +55,32 @@ def review_server(*args: str) -> Iterator[Server]:
         yield Server(process, line)
     finally:
         process.terminate()
+        # communicate, not wait: it also closes the pipes (no ResourceWarning).
         try:
-            process.wait(timeout=15)
+            process.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=15)
+            process.communicate(timeout=15)
 
 
 @contextmanager
 def browser() -> Iterator[Any]:
-    """A headless chromium; the test skips when chromium or Playwright is not installed."""
+    """A headless chromium; the test skips when chromium or Playwright is not installed.
+
+    Under `CI=true` it fails instead (tests/tools_util.py).
+    """
     import pytest
 
-    if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    from .tools_util import in_ci, require_tool
+
+    executable = CHROMIUM if Path(CHROMIUM).is_file() else require_tool("chromium", "chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (pip install playwright)")
-    executable = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+        reason = "playwright is not installed (pip install -c constraints.txt -e '.[dev]')"
+        if in_ci():
+            pytest.fail(f"{reason}; CI=true", pytrace=False)
+        pytest.skip(reason)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
