@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from facesieve.policy import decide
 
     config = Config()
-    analyzer = load_analyzer(config)
+    analyzer = load_analyzer(config, gender=True)
     # The stages are timed one by one, so this reaches past analyze() on purpose.
     gender = analyzer._gender
     detector_floor = config.images

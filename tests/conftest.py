@@ -46,11 +46,20 @@ def deepface_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
-    """The real default models, loaded once for the session."""
+    """The real default detector and gender model, loaded once for the session."""
     from facesieve.analyzer import load_analyzer
     from facesieve.config import Config
 
-    return load_analyzer(Config())
+    return load_analyzer(Config(), gender=True)
+
+
+@pytest.fixture(scope="session")
+def mtcnn_analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
+    """DeepFace's MTCNN with the default gender model, loaded once for the session."""
+    from facesieve.analyzer import load_analyzer
+    from facesieve.config import Config
+
+    return load_analyzer(Config(models={"detector": "mtcnn"}), gender=True)
 
 
 def copy_images(destination: Path, picks: dict[str, list[str]]) -> list[Path]:

@@ -116,3 +116,22 @@ def test_watch_refuses_managed_folders_inside_the_inbox(tmp_path: Path) -> None:
     assert watch_folders(excluded).review == tmp_path / "review"
     with pytest.raises(ConfigError, match=r"folders\.inbox"):
         watch_folders(Config())
+
+
+def test_face_thresholds_follow_the_detector_unless_set(tmp_path: Path) -> None:
+    from facesieve.config import FACE_THRESHOLDS
+
+    assert Config().models.detector == "libfacedetection"
+    default = Config().policy
+    assert (default.min_face_confidence, default.sure_face_confidence) == FACE_THRESHOLDS[
+        "libfacedetection"
+    ]
+    path = tmp_path / "mtcnn.toml"
+    path.write_text('[models]\ndetector = "mtcnn"\n')
+    mtcnn = load_config(path)
+    assert (mtcnn.policy.min_face_confidence, mtcnn.policy.sure_face_confidence) == (0.90, 0.93)
+    # Survives a command-line override of the policy.
+    assert mtcnn.with_policy(require="man").policy.sure_face_confidence == 0.93
+    path.write_text('[models]\ndetector = "mtcnn"\n[policy]\nmin_face_confidence = 0.5\n')
+    set_here = load_config(path).policy
+    assert (set_here.min_face_confidence, set_here.sure_face_confidence) == (0.5, 0.93)

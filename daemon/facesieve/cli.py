@@ -169,12 +169,12 @@ def _default_level(command: str, config: Config) -> str:
     return config.logging.level
 
 
-def load_analyzer(config: Config) -> Any:
-    """Load the configured models, logging how long it took."""
+def load_analyzer(config: Config, *, gender: bool | None = None) -> Any:
+    """Load the configured models, logging how long it took (`gender`: see analyzer's)."""
     from .analyzer import load_analyzer as load
 
     started = time.perf_counter()
-    analyzer = load(config)
+    analyzer = load(config, gender=gender)
     seconds = round(time.perf_counter() - started, 2)
     get_logger().info("models_loaded", seconds=seconds, **analyzer.describe())
     return analyzer

