@@ -304,7 +304,7 @@ def _models(args: argparse.Namespace, config: Config) -> ExitCode:
         fetching = config.model_copy(
             update={"models": config.models.model_copy(update={"allow_download": True})}
         )
-        load_analyzer(fetching)
+        load_analyzer(fetching, gender=True)
     files = inventory(config.models)
     rows = [
         {
