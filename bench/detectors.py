@@ -14,12 +14,14 @@ chosen inside each training fold and measured on the held-out fold:
   - sure: the lowest confidence at which no training no-face photo shows a face;
   - min: the lowest confidence (up to sure) at which at most 0.5% of the training
     no-face photos show a counted face (half the 1% target, as a margin).
-Printed: faces found, false faces (a no-face photo with a face >= min), no-face
-photos kept (a face >= sure), people sent to review for a possible face only,
-each pooled over the held-out folds with counts and Wilson 95% intervals; the
-thresholds each fold chose; and the thresholds the same rule picks on all data
-(the defaults). `--smallest` also prints libfacedetection's recall against the
-face's size in the image it is given, to find its smallest reliable face.
+Printed first: ms an image of each variant, the variants taking turns image by
+image (a shared machine's load falls on all alike). Then: faces found, false
+faces (a no-face photo with a face >= min), no-face photos kept (a face >= sure),
+people sent to review for a possible face only, each pooled over the held-out
+folds with counts and Wilson 95% intervals; the thresholds each fold chose; and
+the thresholds the same rule picks on all data (the defaults). `--smallest` also
+prints libfacedetection's recall against the face's size in the image it is
+given, to find its smallest reliable face.
 """
 
 from __future__ import annotations
@@ -128,6 +130,27 @@ def measure(
                 image.second.append(max((f.confidence for f in found), default=0.0))
         out.append(image)
     return out
+
+
+def interleaved_ms(
+    variants: dict[str, tuple[Analyzer, int | None]], decoded: list[tuple[Image, Any]]
+) -> None:
+    """ms an image of each variant, the variants taking turns on each image, so that
+    the load of a shared machine falls on all of them alike."""
+    times: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    for template, image in decoded:
+        for name, (analyzer, smallest_face) in variants.items():
+            if smallest_face is not None:
+                analyzer._detector.smallest_face = smallest_face  # type: ignore[union-attr]
+            started = time.perf_counter()
+            analyzer.analyze(image)
+            ms = (time.perf_counter() - started) * 1000
+            times[name].setdefault(template.folder, []).append(ms)
+    print("ms an image, median per folder (variants interleaved image by image):")
+    for name, per in times.items():
+        cells = " ".join(f"{f} {statistics.median(v):6.1f}" for f, v in per.items())
+        mean = statistics.fmean(x for v in per.values() for x in v)
+        print(f"    {name:<24} {cells}; mean {mean:.1f}")
 
 
 def decode_like(decoded: Any, rgb: np.ndarray) -> Any:
@@ -284,6 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         smallest(args.data, libface)
     mtcnn = load("mtcnn")
 
+    shipped = detector.smallest_face
+    variants: dict[str, tuple[Analyzer, int | None]] = {
+        f"libfacedetection x{min(1.0, n / MIN_FACE_SIZE):.2f}": (libface, n)
+        for n in sorted({32, 26, 20, shipped}, reverse=True)
+    }
+    variants["mtcnn"] = (mtcnn, None)
+    interleaved_ms(variants, decoded)
+    detector.smallest_face = shipped
+
     def ms(images: list[Image], band: tuple[float, float] | None = None) -> str:
         def cost(i: Image) -> float:
             if band is None:
@@ -300,10 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         return " ".join(f"{f} {v:.1f}" for f, v in per.items()) + f"; mean {mean:.1f}"
 
     # The shrink: the analyzer gives the detector each image scaled by
-    # smallest_face / min_face_size; 32 px is the measured smallest reliable face,
-    # 20 the shipped value (the last one measured here, used by the cascade below).
-    shipped = detector.smallest_face
-    for smallest_face in sorted({32, 26, shipped}, reverse=True):
+    # smallest_face / min_face_size. 32 px is the smallest reliable face measured by
+    # --smallest; the shipped value comes last, for the cascade below.
+    for smallest_face in [*(n for n in (32, 20) if n != shipped), shipped]:
         detector.smallest_face = smallest_face
         lf = measure(libface, decoded)
         scale = min(1.0, smallest_face / MIN_FACE_SIZE)

@@ -72,7 +72,9 @@ DETECTORS = (
 # detector by bench/detectors.py (k-fold CV on ../shared/data adults); they are the
 # defaults of [policy] for that detector, and a value set in [policy] wins.
 FACE_THRESHOLDS: dict[str, tuple[float, float]] = {
-    "libfacedetection": (0.77, 0.77),
+    # No possible-face band: within each fold, any band below the sure score let
+    # more than 0.5% of the no-face photos count a face (a band down to 0.5: 9.2%).
+    "libfacedetection": (0.80, 0.80),
     "mtcnn": (0.90, 0.93),
 }
 

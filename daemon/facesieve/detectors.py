@@ -45,15 +45,15 @@ class LibFaceDetection:
     """
 
     name = "libfacedetection"
-    # Its smallest reliable face is 32 px: the largest face of adult FairFace and
-    # UTKFace photos shrunk step by step was found 99.3% of the time at 32-40 px
-    # (532/536), 96.7% at 28-32, 87.2% at 20-24. But given images shrunk so that
-    # min_face_size (40) maps onto 32 px (x0.8), it found more false faces on the
-    # cat photos, whose scores pushed the CV-chosen threshold to 0.88 and FairFace
-    # recall down to 96.7%; mapped onto 20 px (x0.5) it found 100% of FairFace and
-    # UTKFace faces with 0.7% false faces, four times faster (bench/detectors.py).
-    # So faces just above min_face_size are found less surely than larger ones.
-    smallest_face = 20
+    # Its smallest reliable face, by bench/detectors.py --smallest (the largest face
+    # of adult FairFace and UTKFace photos shrunk step by step): 99.3% found at
+    # 32-40 px (532/536), 96.7% at 28-32, 97.3% at 24-28, 87.2% at 20-24. The shrink
+    # that maps min_face_size (40) onto it was chosen by k-fold CV of the whole
+    # pipeline: onto 32 px (x0.8) the cat photos' false faces pushed the threshold
+    # to 0.88 and FairFace recall down to 96.7%; onto 26 px (x0.65) 100% of FairFace
+    # and UTKFace faces were found with 0 of 152 false faces; onto 20 px (x0.5),
+    # 100% with 1 of 152, 2-3 times faster.
+    smallest_face = 26
 
     def __init__(self) -> None:
         # The wheel's OpenMP runtime spins one thread per core; on a busy two-core
