@@ -194,3 +194,18 @@ def test_two_deciders_at_once_act_on_the_file_once(tmp_path: Path) -> None:
         quarantined = (folders.quarantine / Path(row.path).name).exists()
         assert (in_place, quarantined) == (human.label == "keep", human.label == "reject")
     assert not any(folders.review.iterdir())
+
+
+def test_a_policy_change_never_rejudges_what_a_person_settled(tmp_path: Path) -> None:
+    from facesieve.rejudge import stale_decisions
+
+    folders, ledger = setup(tmp_path)
+    settled = judged(ledger, folders, "settled.jpg", "review")
+    waiting = judged(ledger, folders, "waiting.jpg", "review")
+    kept = judged(ledger, folders, "kept.jpg", "keep")
+    settle(ledger, Config(), settled.id, Label.KEEP, "ana")
+    models = {"detector": "none", "gender": "none"}  # what test_restore.judged records
+
+    stale = stale_decisions(ledger, Config(), models, folders.root)
+    assert ([d.id for d in stale.kept], [d.id for d in stale.moved]) == ([kept.id], [waiting.id])
+    ledger.close()

@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="judge every image under a folder once, and act")
     scan.add_argument("folder", type=Path, metavar="DIR")
     scan.add_argument("--dry-run", action="store_true", help="judge and report; touch nothing")
+    scan.add_argument(
+        "--rejudge",
+        nargs="?",
+        const="kept",
+        choices=("kept", "all"),
+        help="judge again the files decided under another policy or other models: the kept "
+        "ones (default), or all (files in review or quarantine go back first)",
+    )
     _add_common(scan)
 
     watch = commands.add_parser("watch", help="guard a folder until stopped (the daemon)")
@@ -135,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if getattr(args, "require", None) or getattr(args, "faces", None):
-            config = config.with_policy(require=args.require, faces=args.faces)
+            config = config.with_policy(require=args.require, faces=getattr(args, "faces", None))
         if args.command == "watch" and args.folder is not None:
             folders = config.folders.model_copy(update={"inbox": args.folder.resolve()})
             config = config.model_copy(update={"folders": folders})
@@ -240,7 +248,10 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     folders = config.resolve_folders(root)
     analyzer = load_analyzer(config)  # before anything is touched
     ledger = None if args.dry_run else Ledger(folders.ledger)
-    engine = Engine(config, analyzer, folders=folders, ledger=ledger, dry_run=args.dry_run)
+    rejudge = _rejudge(args, config, analyzer, folders.root, folders.ledger)
+    engine = Engine(
+        config, analyzer, folders=folders, ledger=ledger, dry_run=args.dry_run, rejudge=rejudge
+    )
     counts: Counter[str] = Counter()
     started = time.perf_counter()
     judged = 0
@@ -286,6 +297,30 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         file=sys.stderr,
     )
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
+
+
+def _rejudge(
+    args: argparse.Namespace, config: Config, analyzer: Any, root: Path, ledger_path: Path
+) -> Any:
+    """Say how many files were decided under another policy; with --rejudge, pick them."""
+    from .ledger import Ledger
+    from .rejudge import prepare_rejudge
+
+    if not ledger_path.is_file():
+        return None
+    with Ledger(ledger_path) as ledger:
+        stale, rejudge = prepare_rejudge(
+            ledger, config, analyzer.describe(), root, args.rejudge, dry_run=args.dry_run
+        )
+    if stale.count and args.rejudge is None:
+        print(
+            f"facesieve: warning: {stale.count} files were decided under another policy or "
+            f"other models ({len(stale.kept)} kept, {len(stale.moved)} in review or "
+            "quarantine) and are not judged again; --rejudge judges the kept ones again, "
+            "--rejudge all every one",
+            file=sys.stderr,
+        )
+    return rejudge
 
 
 def _watch(args: argparse.Namespace, config: Config) -> int:

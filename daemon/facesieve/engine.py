@@ -116,6 +116,10 @@ class Engine:
         self._log = get_logger()
         self._models = analyzer.describe()
 
+    def models_changed(self) -> None:
+        """The analyzer's models changed (a reloaded policy): record the new ones from now on."""
+        self._models = self.analyzer.describe()
+
     # -- stage 1: I/O and decoding, any thread ------------------------------------------
 
     def previous(self, path: Path) -> LedgerRow | None:

@@ -329,12 +329,34 @@ def plot(curve: Sequence[dict[str, Any]], threshold: float, path: Path) -> None:
 
 
 def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", type=Path, metavar="PATH", help="a folder with labels.csv")
+    parser.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        metavar="PATH",
+        help="a folder with labels.csv; with --ledger, the folder that was scanned",
+    )
+    parser.add_argument(
+        "--ledger",
+        action="store_true",
+        help="measure the model on the images people settled (human verdicts in the ledger)",
+    )
+    parser.add_argument(
+        "--require",
+        choices=("face", "man", "woman"),
+        help="with --ledger: the policy people settled under (policy.require)",
+    )
     parser.add_argument("--json", action="store_true", help="the figures as one JSON object")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the coverage curve")
 
 
 def run_eval(args: argparse.Namespace, config: Config) -> int:
+    if args.ledger:
+        from .human_eval import run_ledger_eval
+
+        return run_ledger_eval(args, config)
+    if args.folder is None:
+        raise ConfigError("PATH", "name a folder with labels.csv, or use --ledger")
     samples = analyze(args.folder, load_samples(args.folder), config)
     result = report(samples, config.policy)
     if args.plot is not None:

@@ -43,6 +43,7 @@ __all__ = [
     "parse_since",
     "purgeable",
     "restorable",
+    "restore_decision",
     "run_purge",
     "run_restore",
 ]
@@ -333,6 +334,15 @@ def _excluded(decision: LedgerRow, since: datetime | None, verdicts: Sequence[st
     if since is not None and _when(decision.moved_at) < since:
         return f"moved at {decision.moved_at}: excluded by --since"
     return None
+
+
+def restore_decision(ledger: Ledger, decision: LedgerRow) -> str | None:
+    """Move one decision's file back to where it was judged; None, or why it was not."""
+    why = restorable(decision, ledger.restore_of(decision.id))
+    if why is not None:
+        return why
+    done = _restore(ledger, decision, ledger.restore_of(decision.id), dry_run=False)
+    return None if done.result is Result.RESTORED else done.message
 
 
 def _restore(

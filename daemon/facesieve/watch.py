@@ -46,6 +46,7 @@ from .ledger import Ledger
 from .logs import get_logger
 from .metrics import Metrics
 from .notify import Notifier
+from .rejudge import stale_decisions
 
 __all__ = ["Guard"]
 
@@ -198,6 +199,7 @@ class Guard:
             engine = Engine(self.config, analyzer, folders=self.folders, ledger=ledger)
             recovered = engine.recover()
             self._log.info("worker_ready", recovered=recovered)
+            self._log_stale(ledger, analyzer)
         except BaseException as error:  # noqa: BLE001 - reported to the main thread
             self._failure = error
             self._started.set()
@@ -213,6 +215,8 @@ class Guard:
                     self._pending_config = None
                     # A policy that now requires a gender loads the gender model here.
                     engine.analyzer.use_gender(self.config.policy.require != "face")
+                    engine.models_changed()
+                    self._log_stale(ledger, analyzer)
                 if self._reconcile.is_set():
                     self._reconcile.clear()
                     self._reconcile_pass(engine)
@@ -235,6 +239,11 @@ class Guard:
             self._stop.set()
         finally:
             ledger.close()
+
+    def _log_stale(self, ledger: Ledger, analyzer: Analyzer) -> None:
+        """How many files were decided under another policy (at start, after SIGHUP)."""
+        stale = stale_decisions(ledger, self.config, analyzer.describe(), self.folders.root)
+        self._log.info("decided_under_other_policy", files=stale.count, **stale.as_dict())
 
     def _judge(self, engine: Engine, paths: Iterator[Path]) -> None:
         for outcome in engine.process_many(paths, should_stop=self._stop.is_set):
