@@ -30,6 +30,21 @@ def test_example_config_is_valid_and_matches_the_defaults() -> None:
     assert example.watch == defaults.watch
     assert example.logging == defaults.logging
     assert example.metrics == defaults.metrics
+    assert example.review == defaults.review
+
+
+def test_the_review_page_is_loopback_only_unless_allowed() -> None:
+    from facesieve.errors import ConfigError
+
+    assert Config().with_review(address="127.0.0.1:0").review.address == "127.0.0.1:0"
+    assert Config().with_review(address="[::1]:8750").review.address == "[::1]:8750"
+    for address in ("0.0.0.0:8750", "192.168.1.4:8750", "example.org:8750"):
+        with pytest.raises(ConfigError, match=r"review\.address.*not a loopback"):
+            Config().with_review(address=address)
+    with pytest.raises(ConfigError, match=r"review\.address"):
+        Config().with_review(address="127.0.0.1")
+    remote = Config().with_review(allow_remote=True, address="0.0.0.0:8750")
+    assert remote.review.address == "0.0.0.0:8750"
 
 
 @pytest.mark.parametrize(
@@ -135,3 +150,10 @@ def test_face_thresholds_follow_the_detector_unless_set(tmp_path: Path) -> None:
     path.write_text('[models]\ndetector = "mtcnn"\n[policy]\nmin_face_confidence = 0.5\n')
     set_here = load_config(path).policy
     assert (set_here.min_face_confidence, set_here.sure_face_confidence) == (0.5, 0.93)
+
+
+def test_a_gender_head_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "etc" / "facesieve.toml"
+    config_file.parent.mkdir()
+    config_file.write_text('[models]\ngender_head = "own-head.json"\n')
+    assert load_config(config_file).models.gender_head == tmp_path / "etc" / "own-head.json"

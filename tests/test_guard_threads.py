@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 from structlog.testing import capture_logs
 
-from facesieve.config import Config
+from facesieve.config import Config, load_config
 from facesieve.notify import Notifier
 from facesieve.watch import Guard
 
@@ -202,3 +202,47 @@ def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path)
     assert row.elapsed_ms is not None
     assert row.elapsed_ms >= SlowNoFaces.seconds * 1000
     assert outcome.elapsed_ms >= SlowNoFaces.seconds * 1000
+
+
+def test_watch_logs_files_decided_under_another_policy_at_start_and_on_sighup(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for index in range(5):
+        Image.new("RGB", (32, 32), (index, 0, 0)).save(inbox / f"img_{index}.png")
+    config_file = tmp_path / "facesieve.toml"
+    settings = '[folders]\ninbox = "inbox"\n[watch]\nsettle_seconds = 0\n[policy]\nrequire = "{}"\n'
+    config_file.write_text(settings.format("face"))
+    config = load_config(config_file)
+    guard = Guard(
+        config,
+        config_path=config_file,
+        notifier=Notifier.from_environment({}),
+        make_analyzer=lambda c: NoFaces(),
+    )
+    ledger = inbox / ".facesieve" / "ledger.sqlite3"
+
+    def stale_events(events: list[dict[str, Any]]) -> list[int]:
+        return [e["files"] for e in events if e["event"] == "decided_under_other_policy"]
+
+    def change_policy_then_stop(events: list[dict[str, Any]]) -> None:
+        deadline = time.monotonic() + 60
+        while done_rows(ledger) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        config_file.write_text(settings.format("man"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        while len(stale_events(events)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with capture_logs() as events:
+        helper = threading.Thread(target=change_policy_then_stop, args=(events,))
+        helper.start()
+        code = guard.run()
+    helper.join(30)
+
+    assert code == 0
+    # At start nothing was decided yet; after SIGHUP every file (quarantined: no face) was
+    # decided under the policy that `require = man` replaced.
+    assert stale_events(events) == [0, 5]

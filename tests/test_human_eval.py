@@ -87,3 +87,21 @@ def test_approve_reject_round_trip_and_eval_ledger_counts(tmp_path: Path, analyz
 
     text = run_cli("eval", "--ledger", str(folders.root), "--require", "man")
     assert text.code == 0, text.stderr[-2000:]
+
+    # The same verdicts teach the deployment its own gender head, active only on --activate.
+    config = tmp_path / "facesieve.toml"
+    config.write_text('[models]\ngender_head = "own-head.json"\n')
+    args = ("learn", "--ledger", str(folders.root), "--require", "man", "--folds", "2")
+    learnt = run_cli(*args, "--config", str(config), "--json", timeout=1200)
+    assert learnt.code == 0, learnt.stderr[-3000:]
+    (described,) = learnt.records
+    assert (described["head"]["men"], described["head"]["women"]) == (len(men), len(women))
+    assert "new head (2-fold CV)" in described["figures"]
+    assert not (tmp_path / "own-head.json").exists()  # not without --activate
+    activated = run_cli(*args, "--config", str(config), "--activate", timeout=1200)
+    assert activated.code == 0, activated.stderr[-3000:]
+    from facesieve.gender import GenderHead
+
+    head = GenderHead.load(tmp_path / "own-head.json")
+    assert head.description["faces"] == len(men) + len(women)
+    assert not list(folders.state.glob("human-verdicts-*"))  # the labelled copy is gone

@@ -241,8 +241,12 @@ def test_the_report_says_what_became_of_each_file(
         waiting.id: "in review",
         old.id: "purged",
     }
-    assert items[waiting.id]["restore"] == f"facesieve restore {root} --id {waiting.id}"
-    assert all(i["restore"] is None for k, i in items.items() if k != waiting.id)
+    # A file in review: the question is keep or reject, not restore.
+    assert all(i["restore"] is None for i in items.values())
+    html = page.read_text()
+    assert f'href="http://127.0.0.1:8750/#id={waiting.id}"' in html
+    for verb in ("approve", "reject"):
+        assert f'<code class="settle">facesieve {verb} {root} --id {waiting.id}</code>' in html
 
     assert main(["report", root, "--html", str(page), "--since", "30d"]) == 0
     assert set(int(str(i["id"])[1:]) for i in items_of(page.read_text())) == {

@@ -209,3 +209,39 @@ def test_a_policy_change_never_rejudges_what_a_person_settled(tmp_path: Path) ->
     stale = stale_decisions(ledger, Config(), models, folders.root)
     assert ([d.id for d in stale.kept], [d.id for d in stale.moved]) == ([kept.id], [waiting.id])
     ledger.close()
+
+
+def test_the_report_shows_human_verdicts_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .test_report import items_of
+
+    folders, ledger = setup(tmp_path)
+    kept = judged(ledger, folders, "kept.jpg", "review")
+    rejected = judged(ledger, folders, "rejected.jpg", "review")
+    waiting = judged(ledger, folders, "waiting.jpg", "review")
+    approved = settle(ledger, Config(), kept.id, Label.KEEP, "ana")
+    refused = settle(ledger, Config(), rejected.id, Label.NO_FACE, "bo")
+    ledger.close()
+    page = tmp_path / "report.html"
+
+    code, _ = cli(
+        capsys, "report", str(folders.root), "--html", str(page), "--review-url", "http://x/"
+    )
+
+    assert code == 0
+    html = page.read_text()
+    main_list, people = html.split('<section id="people">')
+    machine = {i["id"]: i["data-fate"] for i in items_of(main_list)}
+    assert machine == {
+        f"d{kept.id}": "settled by a person",
+        f"d{rejected.id}": "settled by a person",
+        f"d{waiting.id}": "in review",
+    }
+    humans = {i["id"]: (i["data-label"], i["data-fate"]) for i in items_of(people)}
+    assert humans == {
+        f"d{approved.verdict_id}": ("keep", "left in place"),
+        f"d{refused.verdict_id}": ("no_face", "quarantined"),
+    }
+    assert 'href="http://x/#id=' + str(waiting.id) + '"' in main_list
+    assert "ana settled it" in people and "bo settled it" in people

@@ -419,7 +419,7 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in a config file are relative to the file, not to the working directory."""
     for section, keys in (
         ("folders", ("inbox", "quarantine", "review", "accepted")),
-        ("models", ("home",)),
+        ("models", ("home", "gender_head")),
         ("ledger", ("path",)),
     ):
         table = data.get(section)

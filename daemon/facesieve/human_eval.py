@@ -11,19 +11,40 @@ policy; a person's keep under `require = man` means "a man".
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .config import Config, PolicyConfig
+from .config import Config, PolicyConfig, review_folders
+from .errors import ConfigError
 from .ledger import Ledger, LedgerRow
+from .logs import get_logger
 from .policy import Face, Verdict, decide
 from .restore import open_ledger
 
-__all__ = ["Settled", "figures", "model_call", "render", "run_ledger_eval", "settled"]
+if TYPE_CHECKING:
+    from .gender import GenderHead
+
+__all__ = [
+    "Settled",
+    "activate_head",
+    "figures",
+    "ledger_as_labelled_folder",
+    "model_call",
+    "render",
+    "run_ledger_eval",
+    "settled",
+]
 
 LABELS = ("keep", "reject", "no_face")
 CALLS = ("keep", "reject", "no face")
@@ -199,3 +220,97 @@ def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
         print(render(result))
     sys.stdout.flush()
     return ExitCode.OK
+
+
+# -- learning from human verdicts (`facesieve learn --ledger`) -------------------------
+
+
+@contextmanager
+def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterator[Path]:
+    """The images people settled as a labelled folder (`labels.csv`) for `facesieve learn`.
+
+    A keep under `require = man` labels a man, a reject a woman (the other way
+    round under `woman`); "no human face" labels `no_face`. Files are hard-linked
+    (copied across filesystems) from where the verdicts put them into a folder
+    beside the ledger, removed afterwards; deleted or changed files are left out.
+
+    Raises:
+        ConfigError: the policy names no gender, or more than one folder is given.
+    """
+    require = config.policy.require
+    if require == "face":
+        raise ConfigError(
+            "--require", "a keep under require = face says nothing about gender: man or woman"
+        )
+    if len(folders) > 1:
+        raise ConfigError("DIR", "--ledger takes one folder: the one that was scanned")
+    resolved = review_folders(config, folders[0] if folders else None)
+    resolved.state.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="human-verdicts-", dir=resolved.state))
+    log = get_logger()
+    try:
+        with Ledger.open_existing(resolved.ledger) as ledger:
+            pairs = settled(ledger)
+        rows = []
+        for pair in pairs:
+            human = pair.human
+            if human.destination is None:
+                continue  # deleted
+            source = Path(human.destination)
+            try:
+                info = os.lstat(source)
+            except OSError:
+                continue
+            if (info.st_size, info.st_mtime_ns) != (human.size, human.mtime_ns):
+                log.info("learn_left_out", id=human.id, reason="changed since it was settled")
+                continue
+            name = f"{human.id}{source.suffix}"
+            try:
+                os.link(source, work / name, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(source, work / name, follow_symlinks=False)
+            if human.label == "no_face":
+                rows.append({"file": name, "gender": "", "label": "no_face"})
+            else:
+                man = (human.label == "keep") == (require == "man")
+                rows.append({"file": name, "gender": "male" if man else "female", "label": ""})
+        with (work / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file", "gender", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+        print(
+            f"facesieve: {len(rows)} images settled by people, labelled under require = "
+            f"{require} ({sum(r['gender'] == 'male' for r in rows)} men, "
+            f"{sum(r['gender'] == 'female' for r in rows)} women)",
+            file=sys.stderr,
+        )
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def activate_head(head: GenderHead, config: Config) -> Path:
+    """Write `head` to `[models] gender_head`, keeping the old one as `<name>.previous`.
+
+    Raises:
+        ConfigError: no `models.gender_head` is configured.
+    """
+    target = config.models.gender_head
+    if target is None:
+        raise ConfigError(
+            "models.gender_head",
+            '--activate writes the head there: set it (with models.gender = "combined")',
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_file():
+        shutil.copy2(target, target.with_name(target.name + ".previous"))
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(head.to_json() + "\n")
+    os.replace(temporary, target)
+    print(
+        f"facesieve: activated {target} (the previous head, if any, is at {target.name}.previous);"
+        " restart `facesieve watch` to load it",
+        file=sys.stderr,
+    )
+    return target

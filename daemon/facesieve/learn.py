@@ -374,7 +374,26 @@ def _labels_sha256(folder: Path) -> str:
 
 def configure_learn(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "folders", nargs="+", type=Path, metavar="LABELLED_DIR", help="folders with labels.csv"
+        "folders",
+        nargs="*",
+        type=Path,
+        metavar="LABELLED_DIR",
+        help="folders with labels.csv; with --ledger, the folder that was scanned (optional)",
+    )
+    parser.add_argument(
+        "--ledger",
+        action="store_true",
+        help="learn from the human verdicts in the ledger (`review`, `approve`, `reject`)",
+    )
+    parser.add_argument(
+        "--require",
+        choices=("man", "woman"),
+        help="with --ledger: the policy people settled under (a keep under man is a man)",
+    )
+    parser.add_argument(
+        "--activate",
+        action="store_true",
+        help="make the new head active: write it to models.gender_head (the old one is kept)",
     )
     parser.add_argument("--out", type=Path, metavar="FILE", help="write the head here (JSON)")
     parser.add_argument("--json", action="store_true", help="the figures as one JSON object")
@@ -394,6 +413,15 @@ def configure_learn(parser: argparse.ArgumentParser) -> None:
 
 
 def run_learn(args: argparse.Namespace, config: Config) -> int:
+    if args.ledger:
+        from .human_eval import ledger_as_labelled_folder
+
+        with ledger_as_labelled_folder(config, args.folders) as folder:
+            return run_learn(
+                argparse.Namespace(**{**vars(args), "folders": [folder], "ledger": False}), config
+            )
+    if not args.folders:
+        raise ConfigError("LABELLED_DIR", "name folders with labels.csv, or use --ledger")
     from .gender import SHIPPED_HEAD, TERMS
 
     combine = tuple(args.combine.split("+"))
@@ -443,6 +471,10 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
         "target_accuracy": args.target,
     }
     head = fit_head(train, l2=args.l2, combine=combine, description=description)
+    if args.activate:
+        from .human_eval import activate_head
+
+        activate_head(head, config)
     if args.out is not None:
         args.out.write_text(head.to_json() + "\n", encoding="utf-8")
     if args.json:

@@ -5,9 +5,11 @@ URIs, and a Content-Security-Policy that forbids every fetch, so opening it
 sends nothing anywhere and it survives being mailed or archived. Every text
 from the ledger (file names may hold `<`, `&`, quotes and newlines) is escaped.
 
-It lists every completed decision whose verdict is not `keep` (what the guard
-took away, or would have), newest first, with what became of the file since,
-and the `facesieve restore` command that undoes it.
+It lists every completed decision of the model whose verdict is not `keep`
+(what the guard took away, or would have), newest first, with what became of
+the file since, and the `facesieve restore` command that undoes it; a file
+waiting in review gets a link to the review page and the `approve` / `reject`
+commands instead. What people decided (human verdicts) is listed apart.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from .config import Config
+from .config import Config, split_address
 from .images import decode_image, read_file
 from .ledger import LedgerRow
 from .restore import (
@@ -62,6 +64,9 @@ class Item:
     where: Path | None  # where the file is now
     thumb: Thumb | None
     restore_command: str | None  # None: nothing to restore
+    # A file in review: the review page showing it, and the approve / reject commands.
+    review_link: str | None = None
+    settle_commands: tuple[str, ...] = ()
 
 
 def configure_report(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +79,12 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
         type=argument_type(parse_since),
         metavar="WHEN",
         help="only decisions at or after WHEN: a duration back (12h, 7d) or an ISO date/time",
+    )
+    parser.add_argument(
+        "--review-url",
+        metavar="URL",
+        help="the review page that files in review link to "
+        "(default: http://<review.address>/, as `facesieve review` serves it)",
     )
     parser.add_argument(
         "--thumb-size",
@@ -94,19 +105,22 @@ def _thumb_size(text: str) -> int:
 def run_report(args: argparse.Namespace, config: Config) -> int:
     from .cli import ExitCode
 
-    command = _restore_prefix(args)
+    command = _command_prefix(args, "restore")
+    review_url = args.review_url or _review_url(config)
     with open_ledger(config, args.folder) as ledger:
-        decisions = ledger.decisions()
+        everything = ledger.decisions()
         restores = ledger.restores()
         source = str(ledger.path)
     if args.since is not None:
-        decisions = [d for d in decisions if datetime.fromisoformat(d.decided_at) >= args.since]
+        everything = [d for d in everything if datetime.fromisoformat(d.decided_at) >= args.since]
+    decisions = [d for d in everything if not d.is_human]
     items = []
     for decision in reversed(decisions):
         if decision.verdict not in REPORTED:
             continue
         restore = restores.get(decision.id)
         current, where = fate(decision, restore)
+        waiting = current is Fate.IN_REVIEW
         items.append(
             Item(
                 decision=decision,
@@ -115,20 +129,46 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
                 thumb=None if where is None else thumbnail(where, args.thumb_size, config),
                 restore_command=(
                     f"{command} --id {decision.id}"
-                    if restorable(decision, restore) is None
+                    if restorable(decision, restore) is None and not waiting
                     else None
                 ),
+                review_link=f"{review_url}#id={decision.id}" if waiting else None,
+                settle_commands=tuple(
+                    f"{_command_prefix(args, verb)} --id {decision.id}"
+                    for verb in ("approve", "reject")
+                )
+                if waiting
+                else (),
             )
         )
-    page = render(items, per_day(decisions), ledger=source, generated=datetime.now(UTC))
+    people = []
+    for human in reversed([d for d in everything if d.is_human]):
+        current, where = fate(human, restores.get(human.id))
+        people.append(
+            Item(
+                decision=human,
+                fate=current,
+                where=where,
+                thumb=None if where is None else thumbnail(where, args.thumb_size, config),
+                restore_command=None,
+            )
+        )
+    page = render(
+        items, per_day(decisions), ledger=source, generated=datetime.now(UTC), people=people
+    )
     _write_atomically(args.html, page)
     print(f"facesieve: {len(items)} files in {args.html}", file=sys.stderr)
     return ExitCode.OK
 
 
-def _restore_prefix(args: argparse.Namespace) -> str:
-    """`facesieve restore` with what finds this same ledger again."""
-    words = ["facesieve", "restore"]
+def _review_url(config: Config) -> str:
+    host, port = split_address(config.review.address, any_port=True)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+def _command_prefix(args: argparse.Namespace, verb: str) -> str:
+    """`facesieve VERB` with what finds this same ledger again."""
+    words = ["facesieve", verb]
     if args.config is not None:
         words += ["--config", os.path.abspath(args.config)]
     if args.folder is not None:
@@ -218,7 +258,15 @@ def _item(item: Item) -> str:
         else "none"
     )
     now = item.fate.value + ("" if item.where is None else f": {item.where}")
-    if item.restore_command is not None:
+    if d.settled_by is not None:
+        now += f" (ledger #{d.settled_by})"
+    if item.review_link is not None:
+        commands = "".join(f'<code class="settle">{_e(c)}</code>' for c in item.settle_commands)
+        action = (
+            f'<p class="review"><a class="review" href="{_e(item.review_link)}">'
+            f"keep or reject it on the review page</a>, or:</p>{commands}"
+        )
+    elif item.restore_command is not None:
         action = f'<code class="restore">{_e(item.restore_command)}</code>'
     else:
         action = f'<p class="norestore">nothing to restore: {_e(item.fate.value)}</p>'
@@ -272,10 +320,37 @@ def _summary(days: dict[str, Counter[str]]) -> str:
 </table>"""
 
 
+def _person(item: Item) -> str:
+    d = item.decision
+    label = (d.label or "?").replace("_", " ")
+    now = item.fate.value + ("" if item.where is None else f": {item.where}")
+    return f"""<article class="item human" id="d{d.id}" data-label="{_e(d.label)}" \
+data-fate="{_e(item.fate.value)}">
+{_figure(item)}
+<div class="meta">
+<h3><span class="verdict human {_e(d.label)}">{_e(label)}</span> \
+<span class="name">{_e(Path(d.path).name)}</span></h3>
+<p class="reason">{_e(d.who)} settled it \
+<time datetime="{_e(d.decided_at)}">{_e(_time(d.decided_at))}</time> \
+(ledger #{d.id}, about #{d.ref})</p>
+<dl>
+<dt>the model</dt><dd>{_e(d.reason)}</dd>
+<dt>from</dt><dd class="path">{_e(d.path)}</dd>
+<dt>now</dt><dd class="path">{_e(now)}</dd>
+</dl>
+</div>
+</article>"""
+
+
 def render(
-    items: Sequence[Item], days: dict[str, Counter[str]], *, ledger: str, generated: datetime
+    items: Sequence[Item],
+    days: dict[str, Counter[str]],
+    *,
+    ledger: str,
+    generated: datetime,
+    people: Sequence[Item] = (),
 ) -> str:
-    """The whole page as one string."""
+    """The whole page as one string; `people`: human verdicts, shown apart."""
     by_verdict = Counter(item.decision.verdict for item in items)
     by_fate = Counter(item.fate.value for item in items)
     filters = "".join(
@@ -285,6 +360,13 @@ def render(
     )
     fates = ", ".join(f"{_e(name)} {count}" for name, count in sorted(by_fate.items()))
     body = "\n".join(_item(item) for item in items) or '<p class="empty">Nothing was removed.</p>'
+    settled = (
+        f'<section id="people"><h2>Settled by people ({len(people)})</h2>\n'
+        + "\n".join(_person(item) for item in people)
+        + "</section>"
+        if people
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -310,6 +392,7 @@ written {_e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))}.
 <main id="items">
 {body}
 </main>
+{settled}
 <script>{_JS}</script>
 </body>
 </html>
@@ -385,12 +468,21 @@ code.restore { display: block; background: #272b33; color: #e8e8e8; padding: 4px
   border-radius: 4px; font-size: 12px; user-select: all; white-space: pre-wrap;
   word-break: break-all; }
 .norestore { color: #777; font-size: 12px; margin: 0; }
+code.settle { display: block; background: #272b33; color: #e8e8e8; padding: 4px 8px;
+  border-radius: 4px; font-size: 12px; user-select: all; margin-top: 4px; word-break: break-all; }
+p.review { margin: 0; font-size: 13px; }
+a.review { font-weight: 600; }
+#people { padding: 0 24px 16px; }
+#people h2 { font-size: 17px; }
+#people .item { margin-bottom: 12px; max-width: 900px; }
+.verdict.human { background: #34495e; }
+.verdict.human.keep { background: var(--keep); }
 """
 
 _JS = """
 (function () {
   var boxes = Array.prototype.slice.call(document.querySelectorAll('input[name=verdict]'));
-  var items = Array.prototype.slice.call(document.querySelectorAll('.item'));
+  var items = Array.prototype.slice.call(document.querySelectorAll('#items .item'));
   var shown = document.getElementById('shown');
   function apply() {
     var on = {};

@@ -8,7 +8,7 @@ pending/done ledger rows, one transaction against a second page or process).
 
 Served by Flask on werkzeug's threaded server, loopback only unless
 `[review] allow_remote`. Every request needs the random token printed on start
-(in the URL, as Jupyter does; the page then holds it in a SameSite=Strict,
+(in the URL, as Jupyter does; the page then holds it in a SameSite=Lax,
 HttpOnly cookie); without it: 403. A POST needs the token in the
 `X-Facesieve-Token` header as well, which a cross-site form cannot send (CSRF).
 Image bytes from the review folder never reach the browser as they are: they are
@@ -100,7 +100,10 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     @app.get("/")
     def page() -> Response:
         response = Response(_PAGE.replace("{{TOKEN}}", token), mimetype="text/html")
-        response.set_cookie(_COOKIE, token, httponly=True, samesite="Strict")
+        # Lax, not Strict: the report's links (another site, a file) must reach the
+        # page. Lax cookies ride only on top-level GETs, which change nothing; a POST
+        # needs the header besides.
+        response.set_cookie(_COOKIE, token, httponly=True, samesite="Lax")
         return response
 
     @app.get("/app.js")
@@ -541,6 +544,10 @@ _JS = r"""
     if (!result.ok) { say(result.json.error || 'cannot load the queue', true); return; }
     $('who').textContent = result.json.who;
     queue = result.json.items;
+    // #id=N (the report's links) shows that file first.
+    var wanted = /id=(\d+)/.exec(location.hash);
+    var at = wanted ? queue.findIndex(function (i) { return i.id === Number(wanted[1]); }) : -1;
+    if (at > 0) { queue.unshift(queue.splice(at, 1)[0]); }
     return show();
   });
 })();

@@ -58,7 +58,10 @@ def collect(
 ) -> dict[str, Any]:
     """Every figure `stats` shows, as plain data (the `--json` output)."""
     now = now or datetime.now(UTC)
-    decisions = ledger.decisions()
+    everything = ledger.decisions()
+    # The model's decisions are the figures; people's verdicts about them are counted apart.
+    decisions = [d for d in everything if not d.is_human]
+    humans = Counter(d.label or "?" for d in everything if d.is_human and d.undone_by is None)
     restores = ledger.restores()
     states: Counter[str] = Counter()
     for row in ledger.rows():
@@ -92,6 +95,7 @@ def collect(
         "decisions": len(decisions),
         "verdicts": {v: verdicts[v] for v in VERDICTS},
         "now": {f.value: fates[f.value] for f in Fate},
+        "settled_by_people": {label: humans[label] for label in ("keep", "reject", "no_face")},
         "not_done": {"pending": states["pending"], "failed": states["failed"]},
         "per_day": day_rows[:days] if days > 0 else day_rows,
         "throughput": {
@@ -135,6 +139,9 @@ def _text(figures: dict[str, Any]) -> str:
         + ", ".join(f"{v} {verdicts[v]}" for v in VERDICTS)
         + "  (not done: pending {pending}, failed {failed})".format(**figures["not_done"]),
         "files now  " + ", ".join(f"{k} {n}" for k, n in figures["now"].items() if n),
+        "people     "
+        + ", ".join(f"{k} {n}" for k, n in figures["settled_by_people"].items())
+        + " (human verdicts on files in review)",
     ]
     speed = figures["throughput"]
     if speed["processing_ms"] is not None:
