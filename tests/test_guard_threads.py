@@ -34,6 +34,9 @@ class NoFaces:
     def analyze_many(self, images: list[Any]) -> list[list[Any]]:
         return [[] for _ in images]
 
+    def use_gender(self, wanted: bool) -> None:
+        """A reloaded policy may want genders; there are no faces to give one to."""
+
 
 def done_rows(ledger: Path) -> int:
     if not ledger.exists():

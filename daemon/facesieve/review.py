@@ -500,7 +500,8 @@ _JS = r"""
       say('not applied: ' + error.message, true);
     }).then(function () {
       busy = false;
-      return show();
+      // The last one decided: files that reached review meanwhile come next.
+      return queue.length ? show() : load();
     });
   }
 
@@ -540,15 +541,18 @@ _JS = r"""
     });
   $('undo').addEventListener('click', undo);
 
-  api('GET', 'api/queue').then(function (result) {
-    if (!result.ok) { say(result.json.error || 'cannot load the queue', true); return; }
-    $('who').textContent = result.json.who;
-    queue = result.json.items;
-    // #id=N (the report's links) shows that file first.
-    var wanted = /id=(\d+)/.exec(location.hash);
-    var at = wanted ? queue.findIndex(function (i) { return i.id === Number(wanted[1]); }) : -1;
-    if (at > 0) { queue.unshift(queue.splice(at, 1)[0]); }
-    return show();
-  });
+  function load() {
+    return api('GET', 'api/queue').then(function (result) {
+      if (!result.ok) { say(result.json.error || 'cannot load the queue', true); return; }
+      $('who').textContent = result.json.who;
+      queue = result.json.items;
+      // #id=N (the report's links) shows that file first.
+      var wanted = /id=(\d+)/.exec(location.hash);
+      var at = wanted ? queue.findIndex(function (i) { return i.id === Number(wanted[1]); }) : -1;
+      if (at > 0) { queue.unshift(queue.splice(at, 1)[0]); }
+      return show();
+    });
+  }
+  load();
 })();
 """
