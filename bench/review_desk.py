@@ -102,7 +102,7 @@ def main() -> int:
             for _ in range(on_page):
                 current = page.get_attribute("body", "data-current")
                 assert current
-                name = page.inner_text("#name").split("  (ledger")[0]
+                name = re.sub(r"\s+\(ledger #\d+\)$", "", page.inner_text("#name"))
                 key = "k" if gender[name] == "male" else "r"
                 before = time.perf_counter()
                 page.keyboard.press(key)
