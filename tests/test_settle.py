@@ -7,6 +7,7 @@ same decisions on a real scan.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from facesieve.cli import main
 from facesieve.config import Config, FoldersConfig
 from facesieve.engine import Engine, Status
 from facesieve.errors import AlreadySettledError
@@ -245,3 +247,9 @@ def test_the_report_shows_human_verdicts_apart(
     }
     assert 'href="http://x/#id=' + str(waiting.id) + '"' in main_list
     assert "ana settled it" in people and "bo settled it" in people
+
+    # stats: the model's three decisions, and people's two verdicts apart.
+    assert main(["stats", str(folders.root), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["decisions"] == 3 and stats["verdicts"]["review"] == 3
+    assert stats["settled_by_people"] == {"keep": 1, "reject": 0, "no_face": 1}
