@@ -17,7 +17,8 @@ import pytest
 
 from .conftest import DATA, labelled
 
-HEAVY = ("tensorflow", "deepface", "mtcnn", "keras", "tf_keras", "onnxruntime", "dlib")
+# The model packages, and Flask (the review page's): what `check` must not pay for.
+HEAVY = ("tensorflow", "deepface", "mtcnn", "keras", "tf_keras", "onnxruntime", "dlib", "flask")
 
 # Runs the CLI in-process, then prints the heavy modules it imported on stdout's last line.
 _WRAPPER = """
@@ -59,7 +60,7 @@ def test_check_for_a_face_imports_no_tensorflow_and_no_gender_model(deepface_hom
     image = DATA / "fairface" / "fairface_0010.jpg"
     code, heavy, output = imported_by("check", str(image), "--json", "--log-level", "info")
     assert code == 0, output
-    assert heavy == [], output  # no TensorFlow, and neither onnxruntime nor dlib
+    assert heavy == [], output  # no TensorFlow, no onnxruntime or dlib, no Flask
     verdict = json.loads(output.splitlines()[0])
     assert verdict["verdict"] == "keep" and verdict["faces"][0]["gender"] is None
     loaded = [json.loads(line) for line in output.splitlines() if '"models_loaded"' in line]
@@ -88,3 +89,27 @@ def test_the_mtcnn_detector_still_loads_tensorflow(tmp_path: Path, deepface_home
     code, heavy, output = imported_by("check", str(image), "--json", "--config", str(config))
     assert code == 0, output
     assert "tensorflow" in heavy and "onnxruntime" not in heavy, output
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_a_reloaded_policy_that_requires_a_gender_loads_the_gender_model(
+    deepface_home: Path,
+) -> None:
+    """watch's worker calls use_gender() when a reload changes `require`."""
+    from facesieve.analyzer import load_analyzer
+    from facesieve.config import Config
+    from facesieve.images import decode_image
+
+    labelled("fairface")
+    analyzer = load_analyzer(Config())  # require = "face": no gender model
+    image = decode_image(
+        (DATA / "fairface" / "fairface_0010.jpg").read_bytes(), max_pixels=10**8, max_side=1280
+    )
+    assert analyzer.describe()["gender"] == "none"
+    assert [f.gender for f in analyzer.analyze(image)] == [None]
+    analyzer.use_gender(True)
+    assert [f.gender for f in analyzer.analyze(image)] == ["man"]
+    assert analyzer.describe()["gender"] == "bundled"
+    analyzer.use_gender(False)
+    assert [f.gender for f in analyzer.analyze(image)] == [None]
