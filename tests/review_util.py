@@ -92,7 +92,9 @@ def browser() -> Iterator[Any]:
 def scan_for_review(inbox: Path, images: Sequence[Path], analyzer: Any, **config: Any) -> Any:
     """Copy `images` into `inbox` and scan it for real under `require = man`; the folders."""
     from facesieve.config import Config
-    from facesieve.engine import Engine, Status, iter_images
+    from facesieve.engine import Engine
+    from facesieve.inbox import Inbox
+    from facesieve.judge import Status
     from facesieve.ledger import Ledger
 
     inbox.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ def scan_for_review(inbox: Path, images: Sequence[Path], analyzer: Any, **config
     folders = settings.resolve_folders(inbox)
     with Ledger(folders.ledger) as ledger:
         engine = Engine(settings, analyzer, folders=folders, ledger=ledger)
-        paths = iter_images(inbox, settings.images.extensions, folders.managed())
+        paths = Inbox.of(settings, folders).walk()
         outcomes = list(engine.process_many(paths))
     assert all(o.status is Status.DECIDED for o in outcomes), outcomes
     return folders

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from facesieve.apply import Outcome
 from facesieve.config import Config
-from facesieve.engine import Outcome, Status
 from facesieve.errors import ConfigError
+from facesieve.judge import Status
 from facesieve.metrics import Metrics
 from facesieve.policy import Verdict
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facesieve.cli import ExitCode
+from facesieve.errors import ExitCode
 
 from .cli_util import run_cli, tree
 from .conftest import DATA, labelled

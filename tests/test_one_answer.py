@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from facesieve.apply import Outcome
 from facesieve.config import Config
-from facesieve.engine import Engine, Outcome, Status
+from facesieve.engine import Engine
+from facesieve.judge import Status
 
 from .cli_util import run_cli
 from .conftest import copy_images, labelled

@@ -62,7 +62,7 @@ def test_killed_before_the_link(tmp_path: Path) -> None:
     assert engine.recover() == 1
     assert (inbox / "a.jpg").read_bytes() == b"A" and not (quarantine / "a.jpg").exists()
     assert state(ledger) == [("failed", str(quarantine / "a.jpg"))]
-    assert engine.previous(inbox / "a.jpg") is None  # so it is judged again
+    assert engine.applier.seen(inbox / "a.jpg") is None  # so it is judged again
 
 
 def test_killed_between_link_and_unlink(tmp_path: Path) -> None:

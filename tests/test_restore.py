@@ -23,7 +23,8 @@ from facesieve import ledger as ledger_module
 from facesieve.actions import free_destination, move_file, plan
 from facesieve.cli import main
 from facesieve.config import Config, ResolvedFolders
-from facesieve.engine import Engine, Status
+from facesieve.engine import Engine
+from facesieve.judge import Status
 from facesieve.ledger import Ledger, LedgerRow
 from facesieve.policy import Verdict
 from facesieve.restore import parse_duration, parse_since

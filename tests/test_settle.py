@@ -17,8 +17,9 @@ import structlog
 
 from facesieve.cli import main
 from facesieve.config import Config, FoldersConfig
-from facesieve.engine import Engine, Status
+from facesieve.engine import Engine
 from facesieve.errors import AlreadySettledError
+from facesieve.judge import Status
 from facesieve.ledger import Ledger, LedgerRow
 from facesieve.restore import Fate, fate
 from facesieve.settle import Label, in_review, settle, undo

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,13 +26,21 @@ from .config import Config, ModelsConfig
 from .detectors import Box, Detection, Detector, LibFaceDetection
 from .errors import ModelLoadError
 from .images import DecodedImage
+from .logs import get_logger
 from .models import deepface_home, missing
 from .policy import Face, Gender
 
 if TYPE_CHECKING:
     from .gender import GenderClassifier
 
-__all__ = ["MAX_BATCH", "Analyzer", "load_analyzer"]
+__all__ = [
+    "MAX_BATCH",
+    "Analyzer",
+    "FaceModel",
+    "build_analyzer",
+    "load_analyzer",
+    "timed_load",
+]
 
 # How many files the engine reads ahead and hands over together. The models still
 # see one image at a time: batching MTCNN across images made verdicts depend on the
@@ -218,7 +227,20 @@ class Analyzer:
         return kept
 
 
-def load_analyzer(config: Config, *, gender: bool | None = None) -> Analyzer:
+class FaceModel(Protocol):
+    """What the judge needs of an analyzer (a stand-in in plumbing tests)."""
+
+    def describe(self) -> dict[str, str]: ...
+
+    def analyze_many(self, images: Sequence[DecodedImage]) -> list[list[Face]]: ...
+
+    def use_gender(self, wanted: bool) -> None: ...
+
+
+_Model = TypeVar("_Model", bound=FaceModel)
+
+
+def build_analyzer(config: Config, *, gender: bool | None = None) -> Analyzer:
     """An analyzer for `config`, loaded on the calling thread (which then owns it).
 
     `gender` None: a gender model only when the policy requires a gender.
@@ -231,6 +253,24 @@ def load_analyzer(config: Config, *, gender: bool | None = None) -> Analyzer:
     )
     analyzer.load()
     return analyzer
+
+
+def timed_load(build: Callable[[Config], _Model], config: Config) -> tuple[_Model, float]:
+    """Build the models with `build`, logging `models_loaded` once with the seconds it took.
+
+    Returns the models and those seconds, so a caller reporting them elsewhere (the
+    daemon's metrics) shows the figure that was logged.
+    """
+    started = time.perf_counter()
+    models = build(config)
+    seconds = round(time.perf_counter() - started, 2)
+    get_logger().info("models_loaded", seconds=seconds, **models.describe())
+    return models, seconds
+
+
+def load_analyzer(config: Config, *, gender: bool | None = None) -> Analyzer:
+    """`build_analyzer`, timed and logged: what every command loads its models with."""
+    return timed_load(lambda c: build_analyzer(c, gender=gender), config)[0]
 
 
 class _DeepFaceDetector:

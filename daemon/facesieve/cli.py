@@ -1,46 +1,37 @@
-"""The command line: `facesieve check | scan | models`. `main(argv)` is callable from tests."""
+"""The command line: every `facesieve` command. `main(argv)` is callable from tests.
+
+Commands living in their own modules are `Command`s in one typed table; only the
+module of the command being run is imported (`check`, which a hook may run once
+per file, pays for no other). Errors become exit codes through `errors.exit_code`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
-from enum import IntEnum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config, load_config
-from .errors import ConfigError, FacesieveError, LedgerError, ModelLoadError
+from .errors import ConfigError, ExitCode, FacesieveError, exit_code, exit_message
 from .logs import configure_logging, get_logger
 
-__all__ = ["ExitCode", "main"]
+if TYPE_CHECKING:
+    from .apply import Outcome
 
+__all__ = ["main"]
 
-class ExitCode(IntEnum):
-    OK = 0
-    FAILURE = 1  # an unexpected error
-    USAGE = 2  # argparse's own code for bad arguments
-    CONFIG = 3  # the config is invalid: restarting will not help
-    MODEL = 4  # a model cannot be loaded: nothing was touched
-    LEDGER = 5  # the ledger cannot be opened or written
-    INTERRUPTED = 130
-
-
-# Typed errors become exit codes here, at the edge, and nowhere else. First match wins.
-_EXITS: tuple[tuple[type[FacesieveError], ExitCode, str], ...] = (
-    (ConfigError, ExitCode.CONFIG, "config error: "),
-    (ModelLoadError, ExitCode.MODEL, ""),
-    (LedgerError, ExitCode.LEDGER, "ledger error: "),
-    (FacesieveError, ExitCode.FAILURE, ""),
-)
+Configure = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace, Config], int]
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +50,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `command` named, only that command's module is imported.
-
-    `check` is called once per file by hooks: it must not pay for importing Flask,
-    the report's templates or the gender head's fitting code (0.3 s of Flask alone).
-    """
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; of the commands in `_COMMANDS`, only the one `argv` names gets its
+    arguments (and its module imported)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    # The first word that is not an option is the command (the top level has no
+    # option that takes a value).
+    chosen = next((w for w in words if not w.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="facesieve",
         description="Keep, review or quarantine images by the faces and perceived gender in them.",
@@ -115,39 +107,94 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true")
 
-    # Commands that live in their own modules: each module has configure_<name>(parser)
-    # and run_<name>(args, config) -> int, imported only when its command is named.
-    for name, (module, summary) in _ELSEWHERE.items():
-        sub = commands.add_parser(name, help=summary)
-        sub.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
-        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-        if command is None or command == name:
-            getattr(_module(module), f"configure_{name}")(sub)
+    for name, command in _COMMANDS.items():
+        sub = commands.add_parser(name, help=command.summary)
+        if name == chosen:
+            sub.add_argument("--config", type=Path, metavar="FILE", help="TOML config")
+            sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+            command.load()[0](sub)
     return parser
 
 
-_ELSEWHERE = {
-    "eval": ("evaluate", "measure the engine on a labelled folder (labels.csv)"),
-    "learn": ("learn", "fit the combined gender model's head from labelled folders"),
-    "restore": ("restore", "move quarantined or reviewed files back where they were"),
-    "purge": ("restore", "delete quarantined files past their retention"),
-    "report": ("report", "write a self-contained HTML page of what was removed and why"),
-    "stats": ("stats", "counts per verdict and per day, throughput, latest decisions"),
-    "review": ("review", "serve the review page: keep or reject files in review, by key"),
-    "approve": ("settle", "keep files in review (to folders.accepted, or back where they were)"),
-    "reject": ("settle", "reject files in review (quarantine or delete, as actions.reject)"),
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command living in its own module: its help line, and what imports it."""
+
+    summary: str
+    load: Callable[[], tuple[Configure, Run]]  # (add its arguments, run it)
+
+
+def _eval() -> tuple[Configure, Run]:
+    from . import evaluate
+
+    return evaluate.configure_eval, evaluate.run_eval
+
+
+def _learn() -> tuple[Configure, Run]:
+    from . import learn
+
+    return learn.configure_learn, learn.run_learn
+
+
+def _restore() -> tuple[Configure, Run]:
+    from . import restore
+
+    return restore.configure_restore, restore.run_restore
+
+
+def _purge() -> tuple[Configure, Run]:
+    from . import restore
+
+    return restore.configure_purge, restore.run_purge
+
+
+def _report() -> tuple[Configure, Run]:
+    from . import report
+
+    return report.configure_report, report.run_report
+
+
+def _stats() -> tuple[Configure, Run]:
+    from . import stats
+
+    return stats.configure_stats, stats.run_stats
+
+
+def _review() -> tuple[Configure, Run]:
+    from . import review
+
+    return review.configure_review, review.run_review
+
+
+def _approve() -> tuple[Configure, Run]:
+    from . import settle
+
+    return settle.configure_approve, settle.run_approve
+
+
+def _reject() -> tuple[Configure, Run]:
+    from . import settle
+
+    return settle.configure_reject, settle.run_reject
+
+
+_COMMANDS: dict[str, Command] = {
+    "eval": Command("measure the engine on a labelled folder (labels.csv)", _eval),
+    "learn": Command("fit the combined gender model's head from labelled folders", _learn),
+    "restore": Command("move quarantined or reviewed files back where they were", _restore),
+    "purge": Command("delete quarantined files past their retention", _purge),
+    "report": Command("write a self-contained HTML page of what was removed and why", _report),
+    "stats": Command("counts per verdict and per day, throughput, latest decisions", _stats),
+    "review": Command("serve the review page: keep or reject files in review, by key", _review),
+    "approve": Command(
+        "keep files in review (to folders.accepted, or back where they were)", _approve
+    ),
+    "reject": Command("reject files in review (quarantine or delete, as actions.reject)", _reject),
 }
 
 
-def _module(name: str) -> Any:
-    return importlib.import_module(f"{__package__}.{name}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
-    # The first word that is not an option is the command (the top level has no
-    # option that takes a value).
-    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -163,15 +210,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stdout if args.command == "watch" else sys.stderr,
             journal=args.command == "watch",
         )
-        if args.command in _ELSEWHERE:
-            module = _module(_ELSEWHERE[args.command][0])
-            return int(getattr(module, f"run_{args.command}")(args, config))
-        handler = {"check": _check, "scan": _scan, "models": _models, "watch": _watch}[args.command]
-        return int(handler(args, config))
+        runners: dict[str, Run] = {
+            "check": _check,
+            "scan": _scan,
+            "models": _models,
+            "watch": _watch,
+        }
+        command = _COMMANDS.get(args.command)
+        run = runners[args.command] if command is None else command.load()[1]
+        return int(run(args, config))
     except FacesieveError as error:
-        code, prefix = next((c, p) for kind, c, p in _EXITS if isinstance(error, kind))
-        print(f"facesieve: {prefix}{error}", file=sys.stderr)
-        return code
+        print(exit_message(error), file=sys.stderr)
+        return exit_code(error)
     except KeyboardInterrupt:
         print("facesieve: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
@@ -186,19 +236,8 @@ def _default_level(command: str, config: Config) -> str:
     return config.logging.level
 
 
-def load_analyzer(config: Config, *, gender: bool | None = None) -> Any:
-    """Load the configured models, logging how long it took (`gender`: see analyzer's)."""
-    from .analyzer import load_analyzer as load
-
-    started = time.perf_counter()
-    analyzer = load(config, gender=gender)
-    seconds = round(time.perf_counter() - started, 2)
-    get_logger().info("models_loaded", seconds=seconds, **analyzer.describe())
-    return analyzer
-
-
 def _print_outcome(
-    outcome: Any, *, as_json: bool, with_action: bool, dry_run: bool = False
+    outcome: Outcome, *, as_json: bool, with_action: bool, dry_run: bool = False
 ) -> None:
     if as_json:
         print(json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False), flush=True)
@@ -208,11 +247,14 @@ def _print_outcome(
         where = f" {'would move' if dry_run else 'moved'} to {outcome.destination}"
     elif with_action and outcome.action == "delete":
         where = " would be deleted" if dry_run else " deleted"
-    print(f"{outcome.verdict.value:<10} {outcome.path}  ({outcome.reason}){where}", flush=True)
+    verdict = "" if outcome.verdict is None else outcome.verdict.value
+    print(f"{verdict:<10} {outcome.path}  ({outcome.reason}){where}", flush=True)
 
 
 def _check(args: argparse.Namespace, config: Config) -> ExitCode:
-    from .engine import Engine, Status
+    from .analyzer import load_analyzer
+    from .engine import Engine
+    from .judge import Status
 
     engine = Engine(config, load_analyzer(config))
     for outcome in engine.process_many(args.images):
@@ -248,7 +290,10 @@ class _StopOnSignal:
 def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     from tqdm import tqdm
 
-    from .engine import Engine, Status, iter_images
+    from .analyzer import load_analyzer
+    from .engine import Engine
+    from .inbox import Inbox
+    from .judge import Status
     from .ledger import Ledger
 
     root: Path = args.folder
@@ -265,7 +310,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     started = time.perf_counter()
     judged = 0
     with _StopOnSignal() as signals:
-        paths = iter_images(root, config.images.extensions, folders.managed())
+        paths = Inbox.of(config, folders).walk()
         bar = tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, desc="scan")
         try:
             for outcome in engine.process_many(paths, should_stop=signals.stop.is_set):
@@ -339,6 +384,7 @@ def _watch(args: argparse.Namespace, config: Config) -> int:
 
 
 def _models(args: argparse.Namespace, config: Config) -> ExitCode:
+    from .analyzer import load_analyzer
     from .models import inventory, provision, weights_dir
 
     if args.provision:

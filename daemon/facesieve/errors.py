@@ -1,11 +1,19 @@
-"""The exceptions facesieve raises; the CLI maps each to an exit code."""
+"""The exceptions facesieve raises, and the exit code each one ends a command with.
+
+Every command and the daemon map errors to exit codes through `exit_code` and
+nowhere else. Every error pickles (`pickle.loads(pickle.dumps(error))` gives an
+equal error back), so a judge running in another process can raise it across.
+"""
 
 from __future__ import annotations
+
+from enum import IntEnum
 
 __all__ = [
     "ActionError",
     "AlreadySettledError",
     "ConfigError",
+    "ExitCode",
     "FacesieveError",
     "ImageAccessError",
     "LedgerError",
@@ -14,7 +22,19 @@ __all__ = [
     "SettleError",
     "UnreadableImageError",
     "WorkerError",
+    "exit_code",
+    "exit_message",
 ]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # an unexpected error
+    USAGE = 2  # argparse's own code for bad arguments
+    CONFIG = 3  # the config is invalid: restarting will not help
+    MODEL = 4  # a model cannot be loaded: nothing was touched
+    LEDGER = 5  # the ledger cannot be opened or written: restarting will not mend it
+    INTERRUPTED = 130
 
 
 class FacesieveError(Exception):
@@ -85,3 +105,26 @@ class SettleError(FacesieveError):
 
 class AlreadySettledError(SettleError):
     """Someone else settled (or is settling) this file first; nothing was changed."""
+
+
+# Typed errors become exit codes here and nowhere else. First match wins.
+_EXITS: tuple[tuple[type[FacesieveError], ExitCode, str], ...] = (
+    (ConfigError, ExitCode.CONFIG, "config error: "),
+    (ModelLoadError, ExitCode.MODEL, ""),
+    (LedgerError, ExitCode.LEDGER, "ledger error: "),
+    (FacesieveError, ExitCode.FAILURE, ""),
+)
+
+
+def exit_code(error: BaseException) -> ExitCode:
+    """The exit code a command ends with when `error` stops it."""
+    for kind, code, _ in _EXITS:
+        if isinstance(error, kind):
+            return code
+    return ExitCode.FAILURE
+
+
+def exit_message(error: BaseException) -> str:
+    """The one line a command prints on stderr when `error` stops it."""
+    prefix = next((p for kind, _, p in _EXITS if isinstance(error, kind)), "")
+    return f"facesieve: {prefix}{error}"

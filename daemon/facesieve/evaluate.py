@@ -185,8 +185,9 @@ def load_samples(folder: Path) -> list[Sample]:
 
 def analyze(folder: Path, samples: list[Sample], config: Config) -> list[Sample]:
     """Run the configured models over every labelled image (nothing is changed)."""
-    from .cli import load_analyzer
-    from .engine import Engine, Status
+    from .analyzer import load_analyzer
+    from .engine import Engine
+    from .judge import Status
 
     # Gender figures are measured whatever the policy requires.
     engine = Engine(config, load_analyzer(config, gender=True))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, PolicyConfig, review_folders
-from .errors import ConfigError
+from .errors import ConfigError, ExitCode
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
 from .policy import Face, Verdict, decide
@@ -210,8 +210,6 @@ def render(result: dict[str, Any]) -> str:
 
 
 def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
-    from .cli import ExitCode
-
     with open_ledger(config, args.folder) as ledger:
         result = figures(settled(ledger), config.policy)
     if args.json:

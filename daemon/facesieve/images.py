@@ -30,10 +30,16 @@ _FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
 
 @dataclass(frozen=True, slots=True)
 class RawFile:
+    """A file's bytes and the identity of the inode they were read from (one fstat)."""
+
+    path: Path
     data: bytes
     size: int
     mtime_ns: int
     mode: int
+    ctime_ns: int = 0
+    dev: int = 0
+    ino: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,16 @@ def read_file(path: Path, *, max_bytes: int) -> RawFile:
     finally:
         os.close(fd)
     data = b"".join(chunks)
-    return RawFile(data=data, size=len(data), mtime_ns=info.st_mtime_ns, mode=info.st_mode)
+    return RawFile(
+        path=path,
+        data=data,
+        size=len(data),
+        mtime_ns=info.st_mtime_ns,
+        mode=info.st_mode,
+        ctime_ns=info.st_ctime_ns,
+        dev=info.st_dev,
+        ino=info.st_ino,
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .apply import Outcome
 from .config import MetricsConfig, split_address
-from .engine import Outcome, Status
+from .judge import Status
 from .policy import Verdict
 
 __all__ = ["Metrics"]

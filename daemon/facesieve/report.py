@@ -32,6 +32,7 @@ from typing import Any
 from PIL import Image
 
 from .config import Config, split_address
+from .errors import ExitCode
 from .images import decode_image, read_file
 from .ledger import LedgerRow
 from .restore import (
@@ -103,8 +104,6 @@ def _thumb_size(text: str) -> int:
 
 
 def run_report(args: argparse.Namespace, config: Config) -> int:
-    from .cli import ExitCode
-
     command = _command_prefix(args, "restore")
     review_url = args.review_url or _review_url(config)
     with open_ledger(config, args.folder) as ledger:

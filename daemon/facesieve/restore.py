@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from .actions import Action, finish_restore, purge_file, restore_file
 from .config import Config, review_folders
-from .errors import ActionError, RestoreConflictError
+from .errors import ActionError, ExitCode, RestoreConflictError
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
 
@@ -257,8 +257,6 @@ def configure_restore(parser: argparse.ArgumentParser) -> None:
 
 
 def run_restore(args: argparse.Namespace, config: Config) -> int:
-    from .cli import ExitCode
-
     if not (args.ids or args.paths or args.all):
         print("facesieve restore: name files with --id or --path, or use --all", file=sys.stderr)
         return ExitCode.USAGE
@@ -415,8 +413,6 @@ def purgeable(
 
 
 def run_purge(args: argparse.Namespace, config: Config) -> int:
-    from .cli import ExitCode
-
     cutoff = datetime.now(UTC) - args.older_than
     log = get_logger()
     counts: Counter[str] = Counter()

@@ -33,7 +33,7 @@ from flask import Flask, Response, g, jsonify, request
 from PIL import Image
 
 from .config import Config, ResolvedFolders, review_folders, split_address
-from .errors import AlreadySettledError, FacesieveError, SettleError
+from .errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
 from .images import decode_image, read_file
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
@@ -219,8 +219,6 @@ class _Stop:
 
 def run_review(args: argparse.Namespace, config: Config) -> int:
     from werkzeug.serving import make_server
-
-    from .cli import ExitCode
 
     config = config.with_review(address=args.address)
     folders = review_folders(config, args.folder)

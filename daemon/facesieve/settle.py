@@ -28,7 +28,7 @@ from typing import Any
 
 from .actions import Action, delete_file, free_destination, move_file, restore_file, resume_move
 from .config import Config
-from .errors import ActionError, AlreadySettledError, RestoreConflictError, SettleError
+from .errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
 from .ledger import Ledger, LedgerRow, policy_fingerprint
 from .logs import get_logger
 from .policy import Verdict
@@ -324,8 +324,6 @@ def _chosen(ledger: Ledger, args: argparse.Namespace) -> list[int | str]:
 
 
 def _run(args: argparse.Namespace, config: Config, label: Label) -> int:
-    from .cli import ExitCode
-
     if not (args.ids or args.paths):
         print(f"facesieve {args.command}: name files with --id or --path", file=sys.stderr)
         return ExitCode.USAGE

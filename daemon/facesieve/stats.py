@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import Config
+from .errors import ExitCode
 from .ledger import Ledger, LedgerRow
 from .restore import Fate, add_folder_argument, fate, open_ledger
 
@@ -36,8 +37,6 @@ def configure_stats(parser: argparse.ArgumentParser) -> None:
 
 
 def run_stats(args: argparse.Namespace, config: Config) -> int:
-    from .cli import ExitCode
-
     with open_ledger(config, args.folder) as ledger:
         figures = collect(ledger, latest=args.latest, days=args.days)
     if args.json:

@@ -1,0 +1,85 @@
+"""The inbox: which files facesieve judges, and walking to them.
+
+One rule for `scan`, the daemon's reconciliation passes and its observer, so the
+three agree on every file: a candidate lies under the root, outside facesieve's
+own folders and the excluded ones, has an image extension, and no part of its
+path below the root matches an ignore pattern (a temporary or hidden name).
+Symlinked folders are never entered. A symlink or other non-regular file that
+is otherwise a candidate is still offered, so the judge reports why it is skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Config, ResolvedFolders
+from .logs import get_logger
+
+__all__ = ["Inbox"]
+
+
+class Inbox:
+    """The candidate files under one root."""
+
+    def __init__(
+        self,
+        folders: ResolvedFolders,
+        *,
+        extensions: tuple[str, ...],
+        ignore: tuple[str, ...] = (),
+    ) -> None:
+        self.folders = folders
+        self.root = folders.root
+        self._managed = frozenset(folders.managed())
+        self._extensions = tuple(e.lower() for e in extensions)
+        self._ignore = ignore
+
+    @classmethod
+    def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
+        return cls(folders, extensions=config.images.extensions, ignore=config.watch.ignore)
+
+    def _ignored(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self._ignore)
+
+    def _wanted(self, name: str) -> bool:
+        return name.lower().endswith(self._extensions) and not self._ignored(name)
+
+    def accepts(self, path: Path) -> bool:
+        """Whether `path` (absolute, as the observer reports it) is a candidate."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return False
+        if not relative.parts:
+            return False
+        if any(path == m or m in path.parents for m in self._managed):
+            return False
+        return self._wanted(path.name) and not any(self._ignored(p) for p in relative.parts[:-1])
+
+    def walk(self) -> Iterator[Path]:
+        """Every candidate under the root, depth first, each folder's files in sorted order."""
+        log = get_logger()
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+            except OSError as error:
+                log.warning(
+                    "not_judged", path=str(folder), reason=f"cannot list folder: {error.strerror}"
+                )
+                continue
+            files = []
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    if path not in self._managed and not self._ignored(entry.name):
+                        stack.append(path)
+                elif entry.is_symlink() and entry.is_dir():
+                    log.info("skipped", path=str(path), reason="symlinked folder: never followed")
+                elif self._wanted(entry.name):
+                    files.append(path)
+            yield from reversed(files)

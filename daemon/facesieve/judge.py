@@ -1,0 +1,313 @@
+"""The judge: one file in, one verdict out. It reads; it never moves, deletes or records.
+
+Judging is two stages. `read` opens, hashes and decodes a file (I/O only, safe on
+any thread, so `judge_many` runs it ahead on a second core); `judge_read` runs the
+models and the policy (on the one thread that owns the analyzer). `judge` is both
+for one file. The result is a `Judgement`, or a `NotJudged` for every problem that
+is not a verdict (vanished, a symlink, unreadable for I/O reasons, a model error):
+both are plain, picklable values, so a judge can run in another process and ship
+its results back. What is done about a judgement is `apply`'s business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from .analyzer import MAX_BATCH, FaceModel
+from .config import ImagesConfig, PolicyConfig
+from .errors import ImageAccessError, UnreadableImageError
+from .images import DecodedImage, RawFile, decode_image, read_file
+from .ledger import policy_fingerprint
+from .logs import get_logger
+from .policy import Face, Verdict, decide, unreadable
+
+__all__ = [
+    "Judgement",
+    "NotJudged",
+    "Read",
+    "Seen",
+    "Status",
+    "judge",
+    "judge_many",
+    "judge_read",
+    "read",
+]
+
+
+class Status(StrEnum):
+    DECIDED = "decided"
+    KNOWN = "known"  # decided before and unchanged since: not judged again
+    SKIPPED = "skipped"  # never judged: a symlink, not a regular file, gone
+    ERROR = "error"  # could not be judged or acted on; the file is where it was
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The verdict on one file's content, and which inode and bytes it is about.
+
+    `dev`, `ino` and `ctime_ns` name the inode that was read, so whoever acts on
+    the verdict can check that the file at `path` is still that one.
+    """
+
+    path: Path  # absolute; a symlink is never resolved
+    sha256: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    dev: int
+    ino: int
+    mode: int
+    faces: tuple[Face, ...]
+    verdict: Verdict
+    reason: str
+    models: dict[str, str] = field(hash=False)  # model names and package versions
+    policy_fingerprint: str  # ledger.policy_fingerprint of the policy that decided
+    read_ms: float  # reading, hashing and decoding
+    model_ms: float  # the models' share of time (of a batch: an equal share)
+
+    @property
+    def elapsed_ms(self) -> float:
+        return self.read_ms + self.model_ms
+
+
+@dataclass(frozen=True, slots=True)
+class NotJudged:
+    """A file that got no verdict, and why. Never a verdict: the file stays where it is."""
+
+    path: Path
+    status: Status  # KNOWN, SKIPPED or ERROR
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What an earlier decision knew of the file now at a path (from the ledger)."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    source: str  # where it was recorded, for the reason: "ledger #12"
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Stage one's product: a file read, hashed and decoded, not yet judged."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    dev: int
+    ino: int
+    mode: int
+    image: DecodedImage | None  # None: not decodable, see `unreadable_reason`
+    unreadable_reason: str
+    read_ms: float
+
+
+def _absolute(path: Path) -> Path:
+    # abspath, not resolve(): a symlink must stay the symlink, never its target.
+    return Path(os.path.abspath(path))
+
+
+def read(
+    source: Path | RawFile, images: ImagesConfig, seen: Seen | None = None
+) -> Read | NotJudged:
+    """Read (unless `source` already was), hash and decode one file. Never raises.
+
+    With `seen`, a file whose size and mtime, or else whose content, is what was
+    seen before is `NotJudged(KNOWN)`, without reading or decoding more than needed.
+    """
+    path = _absolute(source if isinstance(source, Path) else source.path)
+    try:
+        return _read(path, source, images, seen)
+    except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
+        return NotJudged(path, Status.ERROR, f"{type(error).__name__}: {error}")
+
+
+def _read(
+    path: Path, source: Path | RawFile, images: ImagesConfig, seen: Seen | None
+) -> Read | NotJudged:
+    started = time.perf_counter()
+    if isinstance(source, Path):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
+        except OSError as error:
+            return NotJudged(path, Status.ERROR, f"cannot stat: {error.strerror}")
+        if stat.S_ISLNK(info.st_mode):
+            return NotJudged(path, Status.SKIPPED, "symlink: never followed")
+        if not stat.S_ISREG(info.st_mode):
+            return NotJudged(path, Status.SKIPPED, "not a regular file")
+        if seen is not None and (seen.size, seen.mtime_ns) == (info.st_size, info.st_mtime_ns):
+            return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
+        try:
+            raw = read_file(path, max_bytes=images.max_file_bytes)
+        except ImageAccessError as error:
+            return NotJudged(path, Status.ERROR, str(error))
+    else:
+        raw = source
+    sha256 = hashlib.sha256(raw.data).hexdigest()
+    if seen is not None and seen.sha256 == sha256:
+        return NotJudged(path, Status.KNOWN, f"content unchanged ({seen.source})")
+    image: DecodedImage | None = None
+    why = ""
+    try:
+        image = decode_image(
+            raw.data, max_pixels=images.max_pixels, max_side=images.detect_max_side
+        )
+    except UnreadableImageError as error:
+        why = str(error)
+    return Read(
+        path=path,
+        sha256=sha256,
+        size=raw.size,
+        mtime_ns=raw.mtime_ns,
+        ctime_ns=raw.ctime_ns,
+        dev=raw.dev,
+        ino=raw.ino,
+        mode=raw.mode,
+        image=image,
+        unreadable_reason=why,
+        read_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def judge_read(
+    item: Read,
+    analyzer: FaceModel,
+    policy: PolicyConfig,
+    *,
+    faces: Sequence[Face] | None = None,
+    model_ms: float = 0.0,
+) -> Judgement | NotJudged:
+    """Run the models (unless `faces` came from a batch) and the policy on a read file.
+
+    The analyzer's thread only. A model failure is `NotJudged(ERROR)`, never a verdict.
+    """
+    if item.image is None:
+        decision, faces = unreadable(item.unreadable_reason or "cannot decode"), ()
+    else:
+        if faces is None:
+            started = time.perf_counter()
+            try:
+                faces = analyzer.analyze_many([item.image])[0]
+            except Exception as error:  # noqa: BLE001 - a model failure is never a verdict
+                return NotJudged(
+                    item.path, Status.ERROR, f"model error: {type(error).__name__}: {error}"
+                )
+            model_ms = (time.perf_counter() - started) * 1000
+        decision = decide(faces, policy)
+    return Judgement(
+        path=item.path,
+        sha256=item.sha256,
+        size=item.size,
+        mtime_ns=item.mtime_ns,
+        ctime_ns=item.ctime_ns,
+        dev=item.dev,
+        ino=item.ino,
+        mode=item.mode,
+        faces=tuple(faces),
+        verdict=decision.verdict,
+        reason=decision.reason,
+        models=analyzer.describe(),
+        policy_fingerprint=policy_fingerprint(policy.model_dump()),
+        read_ms=round(item.read_ms, 1),
+        model_ms=round(model_ms, 1),
+    )
+
+
+def judge(
+    source: Path | RawFile,
+    analyzer: FaceModel,
+    policy: PolicyConfig,
+    images: ImagesConfig,
+    *,
+    seen: Seen | None = None,
+) -> Judgement | NotJudged:
+    """Judge one file (a path, or bytes already read with their stat). Never raises."""
+    item = read(source, images, seen)
+    if isinstance(item, NotJudged):
+        return item
+    return judge_read(item, analyzer, policy)
+
+
+def judge_many(
+    sources: Iterable[Path | RawFile],
+    analyzer: FaceModel,
+    policy: PolicyConfig,
+    images: ImagesConfig,
+    *,
+    batch: int = MAX_BATCH,
+    should_stop: Callable[[], bool] = lambda: False,
+    seen: Callable[[Path], Seen | None] | None = None,
+) -> Iterator[Judgement | NotJudged]:
+    """`judge` over many files, in order: the next files are read and decoded on a
+    second thread while the models run, and images of about one size share a model call.
+
+    `seen` is asked on the caller's thread (it may hold the ledger). `should_stop` is
+    asked before each result is handed out; files read ahead but not handed out
+    when it says yes are dropped, untouched.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facesieve-decode") as pool:
+        ahead: deque[Future[Read | NotJudged]] = deque()
+        remaining = iter(sources)
+
+        def read_ahead() -> None:
+            while len(ahead) < 2 * batch and not should_stop():
+                source = next(remaining, None)
+                if source is None:
+                    return
+                path = _absolute(source if isinstance(source, Path) else source.path)
+                known = None if seen is None else seen(path)
+                ahead.append(pool.submit(read, source, images, known))
+
+        try:
+            read_ahead()
+            while ahead and not should_stop():
+                chunk = [ahead.popleft().result() for _ in range(min(batch, len(ahead)))]
+                read_ahead()
+                found = _analyze_chunk(analyzer, chunk)
+                for item in chunk:
+                    if should_stop():
+                        return
+                    if isinstance(item, NotJudged):
+                        yield item
+                    elif id(item) in found:
+                        faces, share = found[id(item)]
+                        yield judge_read(item, analyzer, policy, faces=faces, model_ms=share)
+                    else:
+                        yield judge_read(item, analyzer, policy)
+        finally:
+            for future in ahead:
+                future.cancel()
+
+
+def _analyze_chunk(
+    analyzer: FaceModel, chunk: Sequence[Read | NotJudged]
+) -> dict[int, tuple[list[Face], float]]:
+    """One model call for the decodable images of a chunk: faces and each one's time share."""
+    ready = [item for item in chunk if isinstance(item, Read) and item.image is not None]
+    if len(ready) < 2:
+        return {}  # judge_read runs the models itself, timing its own call
+    started = time.perf_counter()
+    try:
+        found = analyzer.analyze_many([item.image for item in ready if item.image is not None])
+    except Exception as error:  # noqa: BLE001 - retried one by one: only a bad file errors
+        get_logger().warning(
+            "batch_failed", files=len(ready), error=f"{type(error).__name__}: {error}"
+        )
+        return {}
+    share = (time.perf_counter() - started) * 1000 / len(ready)
+    return {id(item): (faces, share) for item, faces in zip(ready, found, strict=True)}

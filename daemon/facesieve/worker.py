@@ -1,0 +1,208 @@
+"""The daemon's worker: the one thread that holds the models, the ledger and the queue.
+
+It loads the models, recovers what a crash left half-done, then judges queued
+files and runs reconciliation passes (start-up, full queue, inotify overflow,
+a folder moved in, a periodic timer), each through `judge_many` and
+`Applier.apply`. Other threads talk to it only through `offer`,
+`request_reconcile`, `reload` and `stop`, none of which blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .analyzer import MAX_BATCH, FaceModel, timed_load
+from .apply import Applier, Outcome
+from .config import Config
+from .inbox import Inbox
+from .judge import Status, judge_many
+from .ledger import Ledger
+from .logs import get_logger
+from .metrics import Metrics
+from .rejudge import stale_decisions
+
+__all__ = ["Worker"]
+
+_WAKE = object()  # put on the queue to wake the worker without a file
+TICK = 0.25  # seconds; the longest uninterruptible wait of the worker and the main loop
+
+
+class Worker:
+    """Judges what it is offered, and the whole inbox when asked. `start()` runs it."""
+
+    def __init__(
+        self,
+        config: Config,
+        inbox: Inbox,
+        make_analyzer: Callable[[Config], FaceModel],
+        *,
+        defer: Callable[[list[Path]], None],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.inbox = inbox
+        self.metrics = metrics
+        self.stopping = threading.Event()
+        self.started = threading.Event()  # ready to judge, or failed (see `failure`)
+        self.failure: BaseException | None = None
+        self.counts: Counter[str] = Counter()
+        self.heartbeat = time.monotonic()  # last sign of progress, for the watchdog
+        self._make_analyzer = make_analyzer
+        self._defer = defer
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
+        self._reconcile = threading.Event()
+        self._pending_config: Config | None = None
+        self._log = get_logger()
+        self._thread = threading.Thread(target=self._run, name="facesieve-worker", daemon=True)
+
+    # -- from other threads; none of these blocks ----------------------------------------
+
+    def offer(self, path: Path) -> None:
+        try:
+            self._queue.put_nowait(path)
+        except queue.Full:
+            # Dropping is safe: the file is in the inbox, and the pass will find it.
+            self.request_reconcile("queue full")
+
+    def request_reconcile(self, why: str) -> None:
+        if not self._reconcile.is_set():
+            self._log.info("reconcile_requested", reason=why)
+            self._reconcile.set()
+
+    def reload(self, config: Config) -> None:
+        """Use `config` from the next batch on (policy and actions; see `watch`)."""
+        self._pending_config = config
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def queue_size(self) -> int:
+        return self._queue.maxsize
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(queue.Full):  # the worker polls the stop event anyway
+            self._queue.put_nowait(_WAKE)
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the worker thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        ledger = None
+        try:
+            analyzer, seconds = timed_load(self._make_analyzer, self.config)
+            if self.metrics is not None:
+                self.metrics.models_loaded(seconds)
+            ledger = Ledger(self.inbox.folders.ledger)
+            applier = Applier(folders=self.inbox.folders, ledger=ledger)
+            recovered = applier.recover()
+            self._log.info("worker_ready", recovered=recovered)
+            self._log_stale(ledger, analyzer)
+        except BaseException as error:  # noqa: BLE001 - reported to the main thread
+            self.failure = error
+            self.started.set()
+            if ledger is not None:
+                ledger.close()
+            return
+        self.started.set()
+        try:
+            while not self.stopping.is_set():
+                self.heartbeat = time.monotonic()
+                if self._pending_config is not None:
+                    self.config, self._pending_config = self._pending_config, None
+                    # A policy that now requires a gender loads the gender model here.
+                    analyzer.use_gender(self.config.policy.require != "face")
+                    self._log_stale(ledger, analyzer)
+                if self._reconcile.is_set():
+                    self._reconcile.clear()
+                    self._reconcile_pass(analyzer, applier)
+                    continue
+                try:
+                    item = self._queue.get(timeout=TICK)
+                except queue.Empty:
+                    continue
+                batch = [item]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                paths = [p for p in batch if isinstance(p, Path)]
+                self._judge(analyzer, applier, dict.fromkeys(paths))
+        except BaseException as error:  # noqa: BLE001 - the main thread exits non-zero
+            self.failure = error
+            self._log.exception("worker_failed")
+            self.stopping.set()
+        finally:
+            ledger.close()
+
+    def _log_stale(self, ledger: Ledger, analyzer: FaceModel) -> None:
+        """How many files were decided under another policy (at start, after SIGHUP)."""
+        stale = stale_decisions(ledger, self.config, analyzer.describe(), self.inbox.root)
+        self._log.info("decided_under_other_policy", files=stale.count, **stale.as_dict())
+
+    def _judge(self, analyzer: FaceModel, applier: Applier, paths: Iterable[Path]) -> None:
+        config = self.config
+        for result in judge_many(
+            paths,
+            analyzer,
+            config.policy,
+            config.images,
+            should_stop=self.stopping.is_set,
+            seen=applier.seen,
+        ):
+            self._count(applier.apply(result, config.actions))
+            self.heartbeat = time.monotonic()
+
+    def _reconcile_pass(self, analyzer: FaceModel, applier: Applier) -> None:
+        """Judge every candidate in the inbox that has no recorded decision."""
+        settle_ns = int(self.config.watch.settle_seconds * 1e9)
+        started = time.monotonic()
+        young: list[Path] = []
+
+        def settled() -> Iterable[Path]:
+            for path in self.inbox.walk():
+                if self.stopping.is_set():
+                    return
+                try:
+                    mtime = path.lstat().st_mtime_ns
+                except OSError:
+                    continue
+                if time.time_ns() - mtime < settle_ns:
+                    young.append(path)  # maybe still being written: look again later
+                    continue
+                yield path
+
+        before = sum(self.counts.values())
+        self._judge(analyzer, applier, settled())
+        self._log.info(
+            "reconciled",
+            judged=sum(self.counts.values()) - before,
+            deferred=len(young),
+            seconds=round(time.monotonic() - started, 2),
+        )
+        if young:
+            self._defer(young)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.status is Status.DECIDED and outcome.verdict is not None:
+            self.counts[outcome.verdict.value] += 1
+        elif outcome.status is Status.ERROR:
+            self.counts["error"] += 1
+        if self.metrics is not None:
+            self.metrics.observe(outcome)
