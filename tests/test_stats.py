@@ -124,3 +124,28 @@ def test_stats_on_an_empty_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert figures["throughput"]["processing_ms"] is None
     assert main(["stats", str(folders.root)]) == 0
     assert "decisions  0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("count", "p50", "p95"),
+    [
+        # Nearest rank: the ceil(share * n)-th smallest value.
+        (10, 50.0, 100.0),  # p50: the 5th of 10 (5 * 10 ms); p95: the 10th (ceil 9.5)
+        (20, 100.0, 190.0),  # p50: the 10th of 20; p95: the 19th (0.95 * 20 = 19 exactly)
+        (1, 10.0, 10.0),
+    ],
+)
+def test_percentiles_are_nearest_rank(tmp_path: Path, count: int, p50: float, p95: float) -> None:
+    from facesieve.stats import collect
+
+    folders, ledger = setup(tmp_path)
+    for index in range(count):
+        row = judged(ledger, folders, f"{index:02d}.jpg", "keep")
+        with sqlite3.connect(folders.ledger) as db:
+            db.execute(
+                "UPDATE decisions SET elapsed_ms = ? WHERE id = ?", (10.0 * (index + 1), row.id)
+            )
+    figures = collect(ledger)
+    ledger.close()
+    timing = figures["throughput"]["processing_ms"]
+    assert (timing["p50"], timing["p95"], timing["max"]) == (p50, p95, 10.0 * count)

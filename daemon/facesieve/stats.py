@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,9 +48,11 @@ def run_stats(args: argparse.Namespace, config: Config) -> int:
 
 
 def _percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    index = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
-    return values[index]
+    """Nearest-rank percentile of sorted values: the ceil(share * n)-th smallest."""
+    # round(x + 0.5) is not a ceiling: Python rounds halves to even, so 5.5 gave 6.
+    # The inner round() keeps float noise in share * n from pushing a whole rank up one.
+    rank = math.ceil(round(share * len(values), 9))
+    return values[max(0, min(len(values), rank) - 1)]
 
 
 def collect(
