@@ -256,3 +256,27 @@ def test_from_environment_reads_os_environ(
         # Whichever sender is used (libsystemd if installed, else built-in), systemd sees this.
         assert notifier.ready() is True
         assert receive(sock) == b"READY=1"
+
+
+def test_failures_are_facesieve_log_events(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    notifier = Notifier(str(tmp_path / "no-manager-here.sock"))
+    with capture_logs() as events:
+        assert notifier.ready() is False
+        assert notifier.watchdog() is False  # the same outage: not warned again
+        assert Notifier("relative/path").status("x") is False
+    notifier.close()
+    assert [(e["event"], e["log_level"]) for e in events] == [
+        ("notify_failed", "warning"),
+        ("notify_failed", "debug"),
+        ("notify_failed", "warning"),
+    ]
+    assert events[0]["problem"] == "send failed" and events[0]["message"] == "READY=1"
+    assert "No such file" in events[0]["error"]
+    assert events[2] == {
+        "event": "notify_failed",
+        "log_level": "warning",
+        "problem": "unsupported NOTIFY_SOCKET address",
+        "address": "relative/path",
+    }

@@ -7,7 +7,6 @@ is unset and every call here is a cheap no-op, so callers never need to check fi
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import socket
@@ -15,9 +14,9 @@ import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
 
-__all__ = ["Notifier"]
+from .logs import get_logger
 
-_log = logging.getLogger(__name__)
+__all__ = ["Notifier"]
 
 # A blocked sendto() (the manager not draining its queue) must not freeze the thread that
 # pings the watchdog: a failed ping is recoverable, a thread stuck forever is not.
@@ -146,7 +145,7 @@ class Notifier:
             return False
         message = _format_fields(fields)
         if message is None:
-            self._report_failure("invalid notify fields %r", sorted(fields))
+            self._report_failure("invalid notify fields", fields=sorted(fields))
             return False
         with self._lock:
             try:
@@ -154,7 +153,9 @@ class Notifier:
             except OSError as error:
                 # The socket may be wedged (e.g. the peer was replaced); start afresh next time.
                 self._close_locked()
-                self._report_failure("notify %r failed: %s", message.split("\n", 1)[0], error)
+                self._report_failure(
+                    "send failed", message=message.split("\n", 1)[0], error=str(error)
+                )
                 return False
             if sent:
                 self._failing = False
@@ -207,7 +208,7 @@ class Notifier:
             return bool(self._libsystemd(message))
         target = _socket_address(address)
         if target is None:
-            self._report_failure("unsupported NOTIFY_SOCKET address %r", address)
+            self._report_failure("unsupported NOTIFY_SOCKET address", address=address)
             return False
         if self._socket is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -221,8 +222,11 @@ class Notifier:
             self._socket.close()
             self._socket = None
 
-    def _report_failure(self, message: str, *args: object) -> None:
+    def _report_failure(self, problem: str, **details: object) -> None:
         # Warn once per run of failures: a dead manager would otherwise log on every ping.
-        level = logging.DEBUG if self._failing else logging.WARNING
+        # Through facesieve's own (structlog) logger, so it reaches the JSON log and the
+        # journal like every other event.
+        log = get_logger()
+        report = log.debug if self._failing else log.warning
         self._failing = True
-        _log.log(level, message, *args)
+        report("notify_failed", problem=problem, **details)
