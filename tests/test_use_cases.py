@@ -145,3 +145,47 @@ def test_check_prints_the_contract_and_changes_nothing(tmp_path: Path, deepface_
             assert face["gender"] in ("man", "woman")
             assert 0.5 <= face["gender_confidence"] <= 1
     assert run.records[0]["faces"][0]["gender"] == "man"
+
+
+def test_check_writes_only_facesieves_own_lines_on_stderr(
+    tmp_path: Path, deepface_home: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    labelled("fairface")
+    photo = tmp_path / "photo.jpg"
+    shutil.copy2(DATA / "fairface" / "fairface_0010.jpg", photo)
+    # As a user or the unit runs it: no TF_CPP_MIN_LOG_LEVEL set by the caller.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    # MTCNN runs on TensorFlow, whose native runtime logs through absl.
+    config = tmp_path / "mtcnn.toml"
+    config.write_text('[models]\ndetector = "mtcnn"\n')
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facesieve",
+            "check",
+            str(photo),
+            "--config",
+            str(config),
+            "--log-level",
+            "debug",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("keep")
+    lines = result.stderr.splitlines()
+    # Every line is one of facesieve's JSON events (stderr is not a terminal here).
+    events = [json.loads(line) for line in lines]
+    assert {"models_loaded", "decision"} <= {e["event"] for e in events}
+    # TensorFlow's native log lines, if it printed any, arrive as facesieve events.
+    native = [e for e in events if e["event"] == "native_log"]
+    assert all(e["message"] and e["source"] for e in native)

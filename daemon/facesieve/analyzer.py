@@ -13,9 +13,13 @@ other images judged with it.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -39,6 +43,7 @@ __all__ = [
     "FaceModel",
     "build_analyzer",
     "load_analyzer",
+    "native_stderr_as_events",
     "timed_load",
 ]
 
@@ -126,11 +131,12 @@ class Analyzer:
         os.environ["DEEPFACE_HOME"] = str(deepface_home(config))
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         try:
-            self._detector = _build_detector(config.detector)
-            if self._wants_gender:
-                self._gender = _build_gender(config)
-            self._owner = threading.get_ident()
-            self._warm_up()
+            with native_stderr_as_events():
+                self._detector = _build_detector(config.detector)
+                if self._wants_gender:
+                    self._gender = _build_gender(config)
+                self._owner = threading.get_ident()
+                self._warm_up()
         except ModelLoadError:
             self._detector = self._gender = None
             raise
@@ -150,8 +156,9 @@ class Analyzer:
         if threading.get_ident() != self._owner:
             raise RuntimeError("Analyzer used from a thread other than the one that loaded it")
         try:
-            gender = _build_gender(self._config)
-            gender.classify(np.full((96, 96, 3), 127, dtype=np.uint8), [(16, 16, 64, 64)])
+            with native_stderr_as_events():
+                gender = _build_gender(self._config)
+                gender.classify(np.full((96, 96, 3), 127, dtype=np.uint8), [(16, 16, 64, 64)])
         except ModelLoadError:
             raise
         except Exception as error:
@@ -368,3 +375,46 @@ def _scaled(box: Box, small: tuple[int, ...], big: tuple[int, ...]) -> Box:
 def _box(values: Sequence[Any]) -> Box:
     x, y, w, h = (int(v) for v in values)
     return x, y, w, h
+
+
+# TensorFlow's C++ runtime logs through absl before anything can configure absl, straight
+# to file descriptor 2: TF_CPP_MIN_LOG_LEVEL does not reach these lines.
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
+_ABSL_LINE = re.compile(r"(?P<level>[IWEF])\d{4} [\d:.]+\s+\d+ (?P<source>[^\]]+)\] (?P<text>.*)")
+
+
+@contextmanager
+def native_stderr_as_events() -> Iterator[None]:
+    """While native libraries load, their absl lines become facesieve log events.
+
+    Descriptor 2 is captured to a file and read back afterwards: absl's lines become
+    `native_log` events (info lines at debug level, the rest as warnings), the absl
+    preamble is dropped, and every other line is written to stderr as it was, late
+    but never lost (a Python warning, another thread's line).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            _replay(captured.read().decode("utf-8", "replace"))
+
+
+def _replay(text: str) -> None:
+    log = get_logger()
+    for line in text.splitlines(keepends=True):
+        if line.startswith(_ABSL_PREAMBLE):
+            continue
+        match = _ABSL_LINE.match(line.rstrip("\n"))
+        if match is None:
+            sys.stderr.write(line)
+            continue
+        report = log.debug if match["level"] == "I" else log.warning
+        report("native_log", source=match["source"].strip(), message=match["text"])
+    sys.stderr.flush()
