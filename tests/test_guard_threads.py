@@ -249,3 +249,64 @@ def test_watch_logs_files_decided_under_another_policy_at_start_and_on_sighup(
     # At start nothing was decided yet; after SIGHUP every file (quarantined: no face) was
     # decided under the policy that `require = man` replaced.
     assert stale_events(events) == [0, 5]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sigterm_while_the_models_load_never_reports_ready(tmp_path: Path) -> None:
+    import socket
+
+    inbox = tmp_path / "inbox"
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(0.05)
+    notifier = Notifier.from_environment({"NOTIFY_SOCKET": address})
+    loading = threading.Event()
+
+    def slow_load(config: Config) -> NoFaces:
+        loading.set()
+        threading.Event().wait(1.5)  # a model load, uninterruptible from outside
+        return NoFaces()
+
+    config = Config.model_validate(
+        {
+            "folders": {"inbox": str(inbox)},
+            "watch": {"stop_timeout": 10},
+            "metrics": {"address": f"127.0.0.1:{free_port()}"},
+        }
+    )
+    guard = Guard(config, notifier=notifier, make_analyzer=slow_load)
+
+    def terminate_during_load() -> None:
+        loading.wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=terminate_during_load)
+    driver.start()
+    try:
+        with capture_logs() as events:
+            code = guard.run()
+    finally:
+        driver.join(30)
+        notifier.close()
+    messages = []
+    while True:
+        try:
+            messages.append(receiver.recv(4096).decode())
+        except TimeoutError:
+            break
+    receiver.close()
+    names = [e["event"] for e in events]
+    assert code == 0
+    assert not any("READY=1" in m for m in messages), messages
+    assert any("STOPPING=1" in m for m in messages), messages
+    assert not {"ready", "metrics_serving", "metrics_unavailable"} & set(names)
+    assert "stopped_while_loading" in names
+    assert not (inbox / ".facesieve" / "ledger.sqlite3").exists()  # nothing was touched

@@ -139,6 +139,11 @@ class Guard:
                 error = worker.failure
                 self._log.error("start_failed", error=str(error))
                 return exit_code(error)
+            if not worker.started.is_set():
+                # Stopped while the models loaded: never ready, and nothing was touched.
+                self._notifier.stopping(status="stopped while loading the models")
+                self._log.info("stopped_while_loading")
+                return ExitCode.OK
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root))
             self._serve_metrics()

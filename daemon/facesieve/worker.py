@@ -108,6 +108,8 @@ class Worker:
             analyzer, seconds = timed_load(self._make_analyzer, self.config)
             if self.metrics is not None:
                 self.metrics.models_loaded(seconds)
+            if self.stopping.is_set():
+                return  # stopped while loading: the ledger is not even opened
             ledger = Ledger(self.inbox.folders.ledger)
             applier = Applier(folders=self.inbox.folders, ledger=ledger)
             recovered = applier.recover()
