@@ -1,12 +1,13 @@
 """Where the time goes: each stage of judging one image, at 0.3, 2 and 12 megapixels.
 
-Usage: python bench/stages.py [--data ../shared/data] [--repeat 10]
+Usage: python bench/stages.py [--data ../shared/data] [--repeat 10] [--detector NAME]
 
 Builds JPEGs of three sizes from real FairFace photos (upscaled, re-encoded at
 quality 90), then times each stage on the same machine in one run:
-read, decode (with and without libjpeg's reduced-size decoding), detect (MTCNN on
-the shrunk copy), align (dlib 5-point chips), classify (ONNX gender model, face +
-mirror), decide (the pure policy) and act (a move within one filesystem).
+read, decode (with and without libjpeg's reduced-size decoding), detect (the
+configured detector, libfacedetection by default, on the shrunk copy), align
+(dlib 5-point chips), classify (ONNX gender model, face + mirror), decide (the
+pure policy) and act (a move within one filesystem).
 Prints milliseconds per image per stage and each stage's share.
 """
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--detector", help="[models] detector (default: the default detector)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from facesieve.images import decode_image, read_file
     from facesieve.policy import decide
 
-    config = Config()
+    config = Config(models={"detector": args.detector} if args.detector else {})
     analyzer = load_analyzer(config, gender=True)
     # The stages are timed one by one, so this reaches past analyze() on purpose.
     gender = analyzer._gender
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             stages["act (move)"] = timed(act, args.repeat)
             rows.append((label, size, len(data), len(faces), stages))
 
+    print(f"detector: {config.models.detector}")
     print(
         f"median of {args.repeat} runs, ms per image (2 cores, CPU); "
         f"'decode (full size)' is shown for comparison and not part of the total"
