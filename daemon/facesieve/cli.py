@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
 from .config import Config, load_config
@@ -80,6 +80,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "ones (default), or all (files in review or quarantine go back first)",
     )
     _add_common(scan)
+    if chosen == "scan":
+        from .scanning import add_arguments
+
+        add_arguments(scan)
 
     watch = commands.add_parser("watch", help="guard a folder until stopped (the daemon)")
     watch.add_argument(
@@ -237,10 +241,17 @@ def _default_level(command: str, config: Config) -> str:
 
 
 def _print_outcome(
-    outcome: Outcome, *, as_json: bool, with_action: bool, dry_run: bool = False
+    outcome: Outcome,
+    *,
+    as_json: bool,
+    with_action: bool,
+    dry_run: bool = False,
+    stream: TextIO | None = None,
 ) -> None:
+    stream = stream or sys.stdout
     if as_json:
-        print(json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False), flush=True)
+        record = json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False)
+        print(record, file=stream, flush=True)
         return
     where = ""
     if with_action and outcome.destination is not None:
@@ -248,7 +259,7 @@ def _print_outcome(
     elif with_action and outcome.action == "delete":
         where = " would be deleted" if dry_run else " deleted"
     verdict = "" if outcome.verdict is None else outcome.verdict.value
-    print(f"{verdict:<10} {outcome.path}  ({outcome.reason}){where}", flush=True)
+    print(f"{verdict:<10} {outcome.path}  ({outcome.reason}){where}", file=stream, flush=True)
 
 
 def _check(args: argparse.Namespace, config: Config) -> ExitCode:
@@ -290,44 +301,39 @@ class _StopOnSignal:
 def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     from tqdm import tqdm
 
-    from .analyzer import load_analyzer
-    from .engine import Engine
-    from .inbox import Inbox
     from .judge import Status
-    from .ledger import Ledger
+    from .scanning import candidates, outcomes, records_stream
 
     root: Path = args.folder
     if not root.is_dir():
         raise ConfigError("DIR", f"{root} is not a folder")
     folders = config.resolve_folders(root)
-    analyzer = load_analyzer(config)  # before anything is touched
-    ledger = None if args.dry_run else Ledger(folders.ledger)
-    rejudge = _rejudge(args, config, analyzer, folders.root, folders.ledger)
-    engine = Engine(
-        config, analyzer, folders=folders, ledger=ledger, dry_run=args.dry_run, rejudge=rejudge
-    )
     counts: Counter[str] = Counter()
     started = time.perf_counter()
     judged = 0
-    with _StopOnSignal() as signals:
-        paths = Inbox.of(config, folders).walk()
+    with _StopOnSignal() as signals, records_stream(args.engine) as records:
+        paths = candidates(args, config, folders)
+        results = outcomes(args, config, folders, paths, signals.stop.is_set)
         bar = tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, desc="scan")
         try:
-            for outcome in engine.process_many(paths, should_stop=signals.stop.is_set):
+            for outcome in results:
                 bar.update()
                 if outcome.status is Status.DECIDED:
                     assert outcome.verdict is not None
                     counts[outcome.verdict.value] += 1
                     judged += 1
                     _print_outcome(
-                        outcome, as_json=args.json, with_action=True, dry_run=args.dry_run
+                        outcome,
+                        as_json=args.json,
+                        with_action=True,
+                        dry_run=args.dry_run,
+                        stream=records,
                     )
                 else:
                     counts[outcome.status.value] += 1
         finally:
+            results.close()  # stops workers, actors, a Ray cluster; closes the ledgers
             bar.close()
-            if ledger is not None:
-                ledger.close()
         interrupted = signals.stop.is_set()
     seconds = time.perf_counter() - started
     summary = {
@@ -340,6 +346,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         "images_per_second": round(judged / seconds, 2) if seconds > 0 else 0.0,
         "dry_run": args.dry_run,
         "interrupted": interrupted,
+        "engine": args.engine,
     }
     get_logger().info("scan_summary", root=str(folders.root), **summary)
     print(
@@ -351,30 +358,6 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         file=sys.stderr,
     )
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
-
-
-def _rejudge(
-    args: argparse.Namespace, config: Config, analyzer: Any, root: Path, ledger_path: Path
-) -> Any:
-    """Say how many files were decided under another policy; with --rejudge, pick them."""
-    from .ledger import Ledger
-    from .rejudge import prepare_rejudge
-
-    if not ledger_path.is_file():
-        return None
-    with Ledger(ledger_path) as ledger:
-        stale, rejudge = prepare_rejudge(
-            ledger, config, analyzer.describe(), root, args.rejudge, dry_run=args.dry_run
-        )
-    if stale.count and args.rejudge is None:
-        print(
-            f"facesieve: warning: {stale.count} files were decided under another policy or "
-            f"other models ({len(stale.kept)} kept, {len(stale.moved)} in review or "
-            "quarantine) and are not judged again; --rejudge judges the kept ones again, "
-            "--rejudge all every one",
-            file=sys.stderr,
-        )
-    return rejudge
 
 
 def _watch(args: argparse.Namespace, config: Config) -> int:

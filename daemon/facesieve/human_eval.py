@@ -31,6 +31,7 @@ from .ledger import Ledger, LedgerRow
 from .logs import get_logger
 from .policy import Face, Verdict, decide
 from .restore import open_ledger
+from .shards import LedgerUnion
 
 if TYPE_CHECKING:
     from .gender import GenderHead
@@ -57,7 +58,7 @@ class Settled:
     human: LedgerRow  # the person's verdict about it
 
 
-def settled(ledger: Ledger) -> list[Settled]:
+def settled(ledger: Ledger | LedgerUnion) -> list[Settled]:
     """Every image a person settled (undone verdicts left out), oldest verdict first."""
     pairs = []
     for human in ledger.human_verdicts():

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import WorkerError
 from .logs import configure_logging, get_logger
@@ -392,3 +392,110 @@ class JudgePool(Generic[R]):
                 worker.process.join(timeout=5)
             worker.conn.close()
         self._workers.clear()
+
+
+# -- facesieve's own judge, for the pool and for Ray actors -------------------------------
+
+if TYPE_CHECKING:
+    from .apply import Applier, Outcome
+    from .config import Config
+    from .judge import Judgement, NotJudged, Seen
+
+
+def load_judge(
+    config: Config,
+) -> Callable[[Sequence[tuple[Path, Seen | None]]], list[Judgement | NotJudged]]:
+    """Load the configured models (raising `ModelLoadError` if they cannot load) and
+    return the function that judges a batch of (path, what the ledger saw) pairs."""
+    from .analyzer import load_analyzer
+    from .judge import judge_many
+
+    analyzer = load_analyzer(config)
+
+    def judge_batch(items: Sequence[tuple[Path, Seen | None]]) -> list[Judgement | NotJudged]:
+        seen = dict(items)
+        return list(
+            judge_many(
+                [path for path, _ in items],
+                analyzer,
+                config.policy,
+                config.images,
+                batch=len(items),
+                seen=seen.get,
+            )
+        )
+
+    return judge_batch
+
+
+def not_judged(path: Path, reason: str) -> NotJudged:
+    """What a file is when its judge crashed: an error, never a verdict; it stays put."""
+    from .judge import NotJudged, Status
+
+    return NotJudged(path, Status.ERROR, reason)
+
+
+def settle(applier: Applier, path: Path) -> tuple[Path, Seen | None] | NotJudged:
+    """The owner's look at a file before it is sent to be judged.
+
+    A file the ledger decided and left in place, with the size and mtime it had
+    then, is known: it is not sent anywhere. Any other file goes out with what the
+    ledger saw (`Seen`), so that the judge can still call it known by content.
+    """
+    from .judge import NotJudged, Status
+
+    absolute = Path(os.path.abspath(path))
+    seen = applier.seen(absolute)
+    if seen is not None:
+        try:
+            info = os.lstat(absolute)
+        except OSError:
+            return (absolute, seen)  # the judge reports it properly
+        if (info.st_size, info.st_mtime_ns) == (seen.size, seen.mtime_ns):
+            return NotJudged(absolute, Status.KNOWN, f"already decided ({seen.source})")
+    return (absolute, seen)
+
+
+def scan_with_workers(
+    config: Config,
+    applier: Applier,
+    paths: Iterable[Path],
+    *,
+    workers: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    log_level: str = "warning",
+) -> Iterator[Outcome]:
+    """Judge `paths` on `workers` processes and apply each judgement here, in order.
+
+    Raises what a worker's model load raised (`ModelLoadError`) before any file
+    is touched. The applier (and its ledger) stays in this process and thread.
+    """
+    from .analyzer import MAX_BATCH
+
+    settled: deque[NotJudged] = deque()
+
+    def to_judge() -> Iterator[tuple[Path, Seen | None]]:
+        for path in paths:
+            item = settle(applier, path)
+            if isinstance(item, tuple):
+                yield item
+            else:
+                settled.append(item)
+
+    pool: JudgePool[Judgement | NotJudged] = JudgePool(
+        load_judge,
+        config,
+        workers=workers,
+        on_crash=not_judged,
+        batch=MAX_BATCH,
+        log_level=log_level,
+    )
+    with pool:
+        for _, result in pool.judge_with(to_judge(), should_stop=should_stop):
+            while settled:
+                yield applier.apply(settled.popleft(), config.actions)
+            if should_stop():
+                return
+            yield applier.apply(result, config.actions)
+    while settled and not should_stop():
+        yield applier.apply(settled.popleft(), config.actions)

@@ -29,6 +29,7 @@ from .config import Config, review_folders
 from .errors import ActionError, ExitCode, RestoreConflictError
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
+from .shards import LedgerUnion
 
 __all__ = [
     "RESTORABLE_VERDICTS",
@@ -115,9 +116,10 @@ def add_folder_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_ledger(config: Config, folder: Path | None) -> Ledger:
-    """The ledger a reviewing command reads; it must exist."""
-    return Ledger.open_existing(review_folders(config, folder).ledger)
+def open_ledger(config: Config, folder: Path | None) -> LedgerUnion:
+    """The ledger a reviewing command reads, with its shards if a Ray scan wrote any
+    (`shards.LedgerUnion`); it must exist."""
+    return LedgerUnion.open_existing(review_folders(config, folder).ledger)
 
 
 def _when(text: str) -> datetime:
@@ -284,7 +286,7 @@ def run_restore(args: argparse.Namespace, config: Config) -> int:
 
 
 def _select(
-    ledger: Ledger, restores: dict[int, LedgerRow], args: argparse.Namespace
+    ledger: Ledger | LedgerUnion, restores: dict[int, LedgerRow], args: argparse.Namespace
 ) -> list[LedgerRow | _Done]:
     """The files asked for: decisions to restore in ledger order, after why others cannot be."""
     decisions = ledger.decisions()
@@ -344,7 +346,11 @@ def restore_decision(ledger: Ledger, decision: LedgerRow) -> str | None:
 
 
 def _restore(
-    ledger: Ledger, decision: LedgerRow, restore: LedgerRow | None, *, dry_run: bool
+    ledger: Ledger | LedgerUnion,
+    decision: LedgerRow,
+    restore: LedgerRow | None,
+    *,
+    dry_run: bool,
 ) -> _Done:
     assert decision.destination is not None
     source, original = Path(decision.destination), Path(decision.path)

@@ -33,6 +33,7 @@ from .ledger import Ledger, LedgerRow, policy_fingerprint
 from .logs import get_logger
 from .policy import Verdict
 from .restore import Fate, add_folder_argument, fate, open_ledger
+from .shards import LedgerUnion
 
 __all__ = [
     "Label",
@@ -92,7 +93,7 @@ def default_who() -> str:
         return f"uid {os.getuid()}"
 
 
-def in_review(ledger: Ledger) -> list[LedgerRow]:
+def in_review(ledger: Ledger | LedgerUnion) -> list[LedgerRow]:
     """The model's decisions whose files wait in review for a person, oldest first."""
     restores = ledger.restores()
     waiting = []
@@ -118,7 +119,9 @@ def _unchanged(path: Path, row: LedgerRow) -> str | None:
     return None
 
 
-def settle(ledger: Ledger, config: Config, decision_id: int, label: Label, who: str) -> Settled:
+def settle(
+    ledger: Ledger | LedgerUnion, config: Config, decision_id: int, label: Label, who: str
+) -> Settled:
     """Apply a person's verdict to a file in review, and record it.
 
     Raises:
@@ -197,7 +200,7 @@ def settle(ledger: Ledger, config: Config, decision_id: int, label: Label, who: 
     return Settled(decision, row_id, label, action.value, source, landed)
 
 
-def undo(ledger: Ledger, verdict_id: int, who: str) -> Settled:
+def undo(ledger: Ledger | LedgerUnion, verdict_id: int, who: str) -> Settled:
     """Take a human verdict back: its file returns to exactly where it waited in review.
 
     Raises:
@@ -229,7 +232,9 @@ def undo(ledger: Ledger, verdict_id: int, who: str) -> Settled:
     return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)
 
 
-def recover_settlements(ledger: Ledger, older_than: timedelta = timedelta(minutes=1)) -> int:
+def recover_settlements(
+    ledger: Ledger | LedgerUnion, older_than: timedelta = timedelta(minutes=1)
+) -> int:
     """Settle human verdicts and undos a crash left pending; returns how many.
 
     As `Engine.recover` does for the model's decisions: a move that happened is
@@ -312,7 +317,7 @@ def run_reject(args: argparse.Namespace, config: Config) -> int:
     return _run(args, config, Label.NO_FACE if args.no_face else Label.REJECT)
 
 
-def _chosen(ledger: Ledger, args: argparse.Namespace) -> list[int | str]:
+def _chosen(ledger: Ledger | LedgerUnion, args: argparse.Namespace) -> list[int | str]:
     """Ledger ids to settle, in the order named; a string says why a name matched nothing."""
     chosen: list[int | str] = list(args.ids)
     waiting = in_review(ledger)

@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import LedgerError
 from .ledger import Ledger, LedgerRow
@@ -187,6 +188,23 @@ class LedgerUnion:
     def last_done(self, path: Path) -> LedgerRow | None:
         found = [row for m in self._ledgers if (row := m.last_done(path)) is not None]
         return max(found, key=lambda row: (row.decided_at, row.id), default=None)
+
+    def begin_human(self, decision_id: int, **details: Any) -> tuple[LedgerRow, int]:
+        return self._holding(decision_id).begin_human(decision_id, **details)
+
+    def begin_undo(self, verdict_id: int, **details: Any) -> tuple[LedgerRow, int]:
+        return self._holding(verdict_id).begin_undo(verdict_id, **details)
+
+    def restore_of(self, decision_id: int) -> LedgerRow | None:
+        return self._holding(decision_id).restore_of(decision_id)
+
+    def human_verdicts(self) -> list[LedgerRow]:
+        rows = [row for member in self._ledgers for row in member.human_verdicts()]
+        return sorted(rows, key=lambda row: (row.decided_at, row.id))
+
+    def pending(self) -> list[LedgerRow]:
+        rows = [row for member in self._ledgers for row in member.pending()]
+        return sorted(rows, key=lambda row: (row.decided_at, row.id))
 
     def begin_restore(self, decision: LedgerRow) -> int:
         return self._holding(decision.id).begin_restore(decision)

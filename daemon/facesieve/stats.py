@@ -20,6 +20,7 @@ from .config import Config
 from .errors import ExitCode
 from .ledger import Ledger, LedgerRow
 from .restore import Fate, add_folder_argument, fate, open_ledger
+from .shards import LedgerUnion
 
 __all__ = ["collect", "configure_stats", "run_stats"]
 
@@ -56,7 +57,11 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def collect(
-    ledger: Ledger, *, latest: int = 10, days: int = 14, now: datetime | None = None
+    ledger: Ledger | LedgerUnion,
+    *,
+    latest: int = 10,
+    days: int = 14,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Every figure `stats` shows, as plain data (the `--json` output)."""
     now = now or datetime.now(UTC)
