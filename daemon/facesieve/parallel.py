@@ -51,6 +51,13 @@ R = TypeVar("R")
 # entry). Must be picklable by reference (a module-level function), as spawn requires.
 JudgeFactory = Callable[[Any], Callable[[Sequence[tuple[Path, Any]]], Sequence[Any]]]
 
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
 _LOAD_TIMEOUT = 600.0  # seconds a worker may take to load its models
 _STOP_GRACE = 5.0  # seconds workers get to exit after SIGTERM before SIGKILL
 
@@ -80,8 +87,12 @@ def portable_error(error: BaseException) -> BaseException:
 
 
 def _worker_main(
-    conn: Connection, factory: JudgeFactory, config: Any, log_level: str
+    conn: Connection, factory: JudgeFactory, config: Any, log_level: str, threads: int
 ) -> None:  # pragma: no cover - runs in the child; covered by the pool's tests
+    # Each worker's share of the cores: N workers whose libraries each start a thread
+    # per core would fight over them. Set before any of those libraries is imported.
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
     # The parent owns SIGINT (a terminal sends it to the whole process group).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # stdout is the parent's --json stream: nothing a library prints may land there.
@@ -198,7 +209,13 @@ class JudgePool(Generic[R]):
         parent_end, child_end = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,
-            args=(child_end, self._factory, self._config, self._log_level),
+            args=(
+                child_end,
+                self._factory,
+                self._config,
+                self._log_level,
+                max(1, default_workers() // self._count),
+            ),
             name="facesieve-judge",
             daemon=True,
         )
