@@ -293,6 +293,35 @@ def test_sigterm_stops_a_pooled_scan_and_its_workers(tmp_path: Path) -> None:
     assert {state for *_, state in _decisions(inbox / ".facesieve")} <= {"done"}
 
 
+def test_from_list_judges_the_listed_candidates_only(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    _mixed(inbox)
+    outside = tmp_path / "outside.jpg"
+    shutil.copy2(DATA / "fairface" / _FACES[0], outside)
+    manifest = tmp_path / "list.txt"
+    manifest.write_bytes(
+        b"\n".join(
+            [
+                b"faces/" + _FACES[0].encode(),  # relative: below DIR
+                os.fsencode(inbox / "cats" / "broken.jpg"),  # absolute
+                os.fsencode(outside),  # not under DIR: never judged
+                b"faces/missing.jpg",  # gone: skipped, not an error
+                b"",
+                b"../inbox/group.jpg\r",  # CRLF, and dots that stay inside DIR
+            ]
+        )
+    )
+    run = _scan(str(inbox), "--from-list", str(manifest), "--workers", "1", "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _verdicts(_records(run.stdout), inbox) == {
+        f"faces/{_FACES[0]}": "keep",
+        "cats/broken.jpg": "unreadable",
+        "group.jpg": "keep",
+    }
+    assert outside.exists()
+    assert "listed, but not a candidate under DIR" in run.stderr
+
+
 # -- Ray ------------------------------------------------------------------------------------
 
 
