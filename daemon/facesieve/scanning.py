@@ -125,13 +125,17 @@ def outcomes(
     from .parallel import default_workers, scan_with_workers
 
     workers = args.workers if args.workers is not None else default_workers()
-    head = list(itertools.islice(paths, POOL_MIN_FILES))
-    if args.workers is None and len(head) < POOL_MIN_FILES:
+    head: list[Path] = []
+    if args.rejudge is not None:
+        # Which decisions are stale depends on the loaded models' description, and
+        # --rejudge all brings files back into the folder before it is walked.
+        if workers > 1:
+            get_logger().info("rejudge_in_process", workers=workers)
         workers = 1
-    if args.rejudge is not None and workers > 1:
-        # Which decisions are stale depends on the loaded models' description.
-        get_logger().info("rejudge_in_process", workers=workers)
-        workers = 1
+    elif args.workers is None:
+        head = list(itertools.islice(paths, POOL_MIN_FILES))
+        if len(head) < POOL_MIN_FILES:
+            workers = 1
     everything = itertools.chain(head, paths)
     analyzer = load_analyzer(config) if workers == 1 else None  # before anything is touched
     ledger = None if args.dry_run else Ledger(folders.ledger)
