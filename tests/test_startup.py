@@ -110,7 +110,7 @@ def test_a_reloaded_policy_that_requires_a_gender_loads_the_gender_model(
     assert [f.gender for f in analyzer.analyze(image)] == [None]
     analyzer.use_gender(True)
     assert [f.gender for f in analyzer.analyze(image)] == ["man"]
-    assert analyzer.describe()["gender"] == "bundled"
+    assert analyzer.describe()["gender"] == "combined"
     analyzer.use_gender(False)
     assert [f.gender for f in analyzer.analyze(image)] == [None]
 

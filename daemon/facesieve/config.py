@@ -104,7 +104,9 @@ class PolicyConfig(_Section):
     # (FACE_THRESHOLDS); these are the default detector's.
     min_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][0]
     sure_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][1]
-    min_gender_confidence: Probability = 0.94
+    # For the default `combined` gender model: the lowest threshold with no error on the
+    # out-of-fold predictions of FairFace adults (`facesieve learn`); see the README.
+    min_gender_confidence: Probability = 0.79
 
     @model_validator(mode="after")
     def _sure_above_min(self) -> PolicyConfig:
@@ -125,7 +127,7 @@ class ModelsConfig(_Section):
 
     detector: Literal[DETECTORS] = "libfacedetection"  # type: ignore[valid-type]
     # combined: bundled + faceres + a logistic head (see gender.py and the README).
-    gender: Literal["bundled", "faceres", "combined", "deepface"] = "bundled"
+    gender: Literal["bundled", "faceres", "combined", "deepface"] = "combined"
     # A head written by `facesieve learn` for gender = "combined"; unset: the shipped one.
     gender_head: Path | None = None
     # DeepFace keeps weights in `<home>/.deepface/weights`; unset means $DEEPFACE_HOME or ~.

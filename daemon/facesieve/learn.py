@@ -17,7 +17,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ __all__ = [
     "extract",
     "fit_head",
     "fit_logistic",
+    "fixed",
+    "head_fitter",
     "held_out_figures",
     "run_learn",
     "stratified_folds",
@@ -50,7 +52,7 @@ __all__ = [
 # head's logit averaged with both models' logits, L2 = 10 on standardized features.
 DEFAULT_L2 = 10.0
 DEFAULT_COMBINE = ("head", "bundled", "faceres")
-DEFAULT_TARGET = 0.98
+DEFAULT_TARGET = 1.0
 SEED = 11
 
 
@@ -178,11 +180,11 @@ def fit_head(
     return GenderHead(weights, bias, mean, scale, tuple(combine), dict(description or {}))
 
 
-def stratified_folds(labels: Sequence[int], k: int, seed: int = SEED) -> list[int]:
+def stratified_folds(labels: Sequence[Hashable], k: int, seed: int = SEED) -> list[int]:
     """A fold index per item: each class shuffled (seeded) and dealt round-robin."""
     rng = np.random.default_rng(seed)
     folds = [0] * len(labels)
-    for value in sorted(set(labels)):
+    for value in sorted(set(labels), key=repr):
         members = [i for i, label in enumerate(labels) if label == value]
         rng.shuffle(members)
         for position, index in enumerate(members):
@@ -213,26 +215,58 @@ def choose_threshold(samples: Sequence[Sample], policy: PolicyConfig, target: fl
     return THRESHOLDS[-1]
 
 
+# A fitted model: P(male) for each face of a row.
+Predictor = Callable[[LabelledImage], list[float]]
+Fitter = Callable[[Sequence[LabelledImage]], Predictor]
+
+
+def head_fitter(l2: float = DEFAULT_L2, combine: Sequence[str] = DEFAULT_COMBINE) -> Fitter:
+    """Fits a head on the trainable rows given; predicts with it."""
+
+    def fit(train: Sequence[LabelledImage]) -> Predictor:
+        head = fit_head(train, l2=l2, combine=combine)
+        return lambda row: predict(head, row)
+
+    return fit
+
+
+def fixed(part: str) -> Fitter:
+    """A model that learns nothing: the bundled or faceres probability as it is."""
+
+    def fit(train: Sequence[LabelledImage]) -> Predictor:
+        if part == "bundled":
+            return lambda row: [f.bundled for f in row.features]
+        if part == "faceres":
+            return lambda row: [f.faceres for f in row.features]
+        raise ValueError(f"no fixed model {part!r}")
+
+    return fit
+
+
+def _stratum(row: LabelledImage) -> tuple[str, int, int]:
+    return row.folder, row.male, int(row.trainable)
+
+
 def _out_of_fold(
     rows: Sequence[LabelledImage],
     train: Sequence[LabelledImage],
     k: int,
-    fit: Callable[[Sequence[LabelledImage]], GenderHead],
+    fit: Fitter,
 ) -> dict[int, list[float]]:
-    """P(male) for every face of `rows`, each from a head that did not see that row.
+    """P(male) for every face of `rows`, each from a model fit without that row's fold.
 
-    Rows not in `train` get the prediction of the head fit on the fold they fall in.
+    Only rows also in `train` are fit on.
     """
-    folds = stratified_folds([r.male + 2 * r.trainable for r in rows], k)
+    folds = stratified_folds([_stratum(r) for r in rows], k)
     trainable = {id(r) for r in train}
     result: dict[int, list[float]] = {}
     for fold in range(k):
-        head = fit(
+        model = fit(
             [r for r, f in zip(rows, folds, strict=True) if f != fold and id(r) in trainable]
         )
         for row, f in zip(rows, folds, strict=True):
             if f == fold:
-                result[id(row)] = predict(head, row)
+                result[id(row)] = model(row)
     return result
 
 
@@ -243,6 +277,7 @@ class HeldOut:
     folder: str
     sample: Sample
     threshold: float
+    fold: int
 
 
 def cross_validate(
@@ -251,24 +286,20 @@ def cross_validate(
     *,
     k: int = 5,
     train_folders: Sequence[str] | None = None,
-    l2: float = DEFAULT_L2,
-    combine: Sequence[str] = DEFAULT_COMBINE,
+    fit: Fitter | None = None,
     target: float = DEFAULT_TARGET,
 ) -> list[HeldOut]:
-    """Every row predicted by a head fit, and judged at a threshold chosen, without it.
+    """Every row predicted by a model fit, and judged at a threshold chosen, without it.
 
-    Folds are stratified over all rows. In each fold, only the trainable (adult,
-    face found) rows of `train_folders` (default: all) among the training folds fit
-    the head; the threshold is the lowest reaching `target` accuracy on their
-    inner out-of-fold predictions.
+    Folds are stratified (folder, gender, trainable). In each fold, only the trainable
+    (adult, face found) rows of `train_folders` (default: all) among the training
+    folds fit the model (`fit`, default: the head); the threshold is the lowest that
+    reaches `target` accuracy on their inner out-of-fold predictions.
     """
     rows = list(rows)
+    fit = fit or head_fitter()
     allowed = set(train_folders) if train_folders else {r.folder for r in rows}
-
-    def fit(train: Sequence[LabelledImage]) -> GenderHead:
-        return fit_head(train, l2=l2, combine=combine)
-
-    folds = stratified_folds([r.male + 2 * r.trainable for r in rows], k)
+    folds = stratified_folds([_stratum(r) for r in rows], k)
     held_out: list[HeldOut] = []
     for fold in range(k):
         train = [
@@ -279,12 +310,10 @@ def cross_validate(
         inner = _out_of_fold(train, train, k, fit)
         inner_samples = [with_gender(r, inner[id(r)]) for r in train]
         threshold = choose_threshold(inner_samples, policy, target)
-        head = fit(train)
+        model = fit(train)
         for row, f in zip(rows, folds, strict=True):
             if f == fold:
-                held_out.append(
-                    HeldOut(row.folder, with_gender(row, predict(head, row)), threshold)
-                )
+                held_out.append(HeldOut(row.folder, with_gender(row, model(row)), threshold, fold))
     return held_out
 
 
@@ -341,14 +370,14 @@ def compare(
     largest = [r.largest() for r in train]
     bundled = np.array([f.bundled for f in largest])
     faceres = np.array([f.faceres for f in largest])
-    oof = _out_of_fold(train, train, k, lambda t: fit_head(t, l2=l2, combine=combine))
+    oof = _out_of_fold(train, train, k, head_fitter(l2, combine))
     models: dict[str, NDArray[np.float64]] = {
         "bundled": bundled,
         "faceres": faceres,
         "bundled+faceres (logit average)": 1 / (1 + np.exp(-(logit(bundled) + logit(faceres)) / 2)),
     }
     if shipped is not None:
-        models["shipped head (as is)"] = shipped.male_probability(largest)
+        models["shipped head (as is, not CV)"] = shipped.male_probability(largest)
     models[f"new head ({k}-fold CV)"] = np.array([oof[id(r)][_largest_index(r)] for r in train])
     result: dict[str, dict[str, Any]] = {}
     for name, male in models.items():
@@ -408,7 +437,7 @@ def configure_learn(parser: argparse.ArgumentParser) -> None:
         "--target",
         type=float,
         default=DEFAULT_TARGET,
-        help="accuracy the suggested min_gender_confidence must reach out of fold (default 0.98)",
+        help="accuracy the suggested min_gender_confidence must reach out of fold (default 1.0)",
     )
 
 
@@ -442,7 +471,7 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
     head_file = config.models.gender_head or SHIPPED_HEAD
     shipped = GenderHead.load(head_file) if head_file.is_file() else None
     figures_cv = compare(rows, k=args.folds, l2=args.l2, combine=combine, shipped=shipped)
-    oof = _out_of_fold(train, train, args.folds, lambda t: fit_head(t, l2=args.l2, combine=combine))
+    oof = _out_of_fold(train, train, args.folds, head_fitter(args.l2, combine))
     threshold = choose_threshold(
         [with_gender(r, oof[id(r)]) for r in train], config.policy, args.target
     )
