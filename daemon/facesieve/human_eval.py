@@ -273,6 +273,10 @@ def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterat
             else:
                 man = (human.label == "keep") == (require == "man")
                 rows.append({"file": name, "gender": "male" if man else "female", "label": ""})
+        if not rows:
+            raise ConfigError(
+                "--ledger", f"{resolved.ledger} holds no settled image that is still there"
+            )
         with (work / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["file", "gender", "label"])
             writer.writeheader()
