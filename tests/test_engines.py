@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -121,18 +122,58 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _ray_processes() -> set[int]:
-    """Live Ray processes on this machine that are not the test session's own cluster."""
-    ours = _descendants(os.getpid())
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in ours:
-            continue
-        command = _command(int(entry))
-        fields = _stat(int(entry))
-        if fields is not None and fields[0] != "Z" and (b"ray::" in command or b"/ray/" in command):
-            found.add(int(entry))
-    return found
+class _RayWatch:
+    """Notes every Ray process below a process while it runs (pid and start time), so
+    that what outlives it can be told apart from other clusters on the machine."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[int, str] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._note, daemon=True)
+        self._thread.start()
+
+    def _note(self) -> None:
+        while not self._done.wait(0.2):
+            for pid in _descendants(self.root):
+                fields = _stat(pid)
+                command = _command(pid)
+                if fields is not None and (b"ray::" in command or b"/ray/" in command):
+                    self.seen.setdefault(pid, fields[19])
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def alive(self) -> list[int]:
+        """The noted processes still running (same pid, same start time)."""
+        return [
+            pid
+            for pid, start in self.seen.items()
+            if (fields := _stat(pid)) is not None and fields[19] == start and fields[0] != "Z"
+        ]
+
+
+def _reapers_of(driver: int, seconds: float = 15) -> list[int]:
+    """The reaper processes of `driver` still running after up to `seconds`."""
+    wanted = b"facesieve.reaper\x00" + str(driver).encode() + b"\x00"
+    deadline = time.monotonic() + seconds
+    while True:
+        found = [
+            int(entry)
+            for entry in os.listdir("/proc")
+            if entry.isdigit() and wanted in _command(int(entry))
+        ]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _outlived(watch: _RayWatch, seconds: float = 30) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and watch.alive():
+        time.sleep(0.5)
+    return watch.alive()
 
 
 _CLUSTER = """
@@ -404,27 +445,35 @@ def test_a_killed_driver_then_a_rerun_equal_a_clean_run_and_leave_no_ray_process
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     _many(clean, 120)
     _many(killed, 120)
-    before = _ray_processes()
     # No --address: each run starts (and must stop) a cluster of its own.
     scan = _start(str(killed), "--engine", "ray", "--actors", "2", "--json")
+    watch = _RayWatch(scan.pid)
     try:
         done_before_kill = len(_read_records(scan, 20))
+        time.sleep(0.5)  # one more look at the cluster's processes
         scan.send_signal(signal.SIGKILL)
         scan.wait(timeout=30)
     finally:
+        watch.stop()
         _stop(scan)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _ray_processes() - before:
-        time.sleep(0.5)
-    assert _ray_processes() - before == set(), "Ray processes outlived their killed driver"
+    assert len(watch.seen) >= 5, "the driver's own cluster was not seen"
+    assert _outlived(watch) == [], "Ray processes outlived their killed driver"
+    assert _reapers_of(scan.pid) == [], "the reaper did not exit after its work"
 
-    rerun = _scan(str(killed), "--engine", "ray", "--actors", "2", "--json")
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    again = _start(str(killed), "--engine", "ray", "--actors", "2", "--json")
+    watch = _RayWatch(again.pid)
+    try:
+        rerun = _read_records(again, 10_000)
+        assert again.wait(timeout=300) == 0
+    finally:
+        watch.stop()
+        _stop(again)
+    assert watch.seen and _outlived(watch) == [], "Ray processes outlived the rerun"
     reference = _scan(str(clean), "--workers", "1", "--json")
     assert reference.returncode == 0
     print(
         f"driver kill: {done_before_kill} results before the kill, "
-        f"{len(_records(rerun.stdout))} on the rerun, 120 files"
+        f"{len(rerun)} on the rerun, 120 files; {len(watch.seen)} Ray processes, none left"
     )
     assert tree(killed) == tree(clean)
     done = [
@@ -436,7 +485,6 @@ def test_a_killed_driver_then_a_rerun_equal_a_clean_run_and_leave_no_ray_process
         (os.path.relpath(p, clean), v, a) for p, v, a, _ in _decisions(clean / ".facesieve")
     ]
     assert sorted(done) == sorted(expected)
-    assert _ray_processes() - before == set()
 
 
 @pytest.mark.ray
