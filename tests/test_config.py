@@ -157,3 +157,18 @@ def test_a_gender_head_path_is_relative_to_the_config_file(tmp_path: Path) -> No
     config_file.parent.mkdir()
     config_file.write_text('[models]\ngender_head = "own-head.json"\n')
     assert load_config(config_file).models.gender_head == tmp_path / "etc" / "own-head.json"
+
+
+def test_the_gender_threshold_follows_the_gender_model_unless_set(tmp_path: Path) -> None:
+    from facesieve.config import GENDER_THRESHOLDS
+
+    assert Config().models.gender == "combined"
+    assert Config().policy.min_gender_confidence == GENDER_THRESHOLDS["combined"] == 0.79
+    path = tmp_path / "bundled.toml"
+    path.write_text('[models]\ngender = "bundled"\ndetector = "mtcnn"\n')
+    bundled = load_config(path)
+    assert bundled.policy.min_gender_confidence == 0.98
+    assert bundled.policy.sure_face_confidence == 0.93  # the detector's still apply
+    assert bundled.with_policy(require="man").policy.min_gender_confidence == 0.98
+    path.write_text('[models]\ngender = "bundled"\n[policy]\nmin_gender_confidence = 0.9\n')
+    assert load_config(path).policy.min_gender_confidence == 0.9

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "DETECTORS",
     "FACE_THRESHOLDS",
+    "GENDER_THRESHOLDS",
     "ActionsConfig",
     "Config",
     "FoldersConfig",
@@ -78,6 +79,17 @@ FACE_THRESHOLDS: dict[str, tuple[float, float]] = {
     "mtcnn": (0.90, 0.93),
 }
 
+# min_gender_confidence per gender model: the threshold each chose in every (or
+# most) fold of bench/gender_cv.py (5-fold CV, the lowest with no error out of fold
+# on FairFace adults). deepface's is the former default, not measured here (its
+# weights are not on this machine). A value set in [policy] wins.
+GENDER_THRESHOLDS: dict[str, float] = {
+    "combined": 0.79,
+    "bundled": 0.98,
+    "faceres": 0.85,
+    "deepface": 0.94,
+}
+
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
@@ -104,9 +116,10 @@ class PolicyConfig(_Section):
     # (FACE_THRESHOLDS); these are the default detector's.
     min_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][0]
     sure_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][1]
-    # For the default `combined` gender model: the lowest threshold with no error on the
-    # out-of-fold predictions of FairFace adults (`facesieve learn`); see the README.
-    min_gender_confidence: Probability = 0.79
+    # Unset in a config file: the value measured for the configured gender model
+    # (GENDER_THRESHOLDS); this is the default `combined` model's: the lowest with no
+    # error on the out-of-fold predictions of FairFace adults (`facesieve learn`).
+    min_gender_confidence: Probability = GENDER_THRESHOLDS["combined"]
 
     @model_validator(mode="after")
     def _sure_above_min(self) -> PolicyConfig:
@@ -317,22 +330,27 @@ class Config(_Section):
     @model_validator(mode="before")
     @classmethod
     def _thresholds_of_the_detector(cls, data: Any) -> Any:
-        """Face thresholds not set take the values measured for the configured detector."""
+        """Thresholds not set take the values measured for the configured models."""
         if not isinstance(data, dict):
             return data
         models = data.get("models")
-        detector = (
-            models.get("detector")
-            if isinstance(models, dict)
-            else getattr(models, "detector", None)
-        )
+
+        def named(key: str) -> str:
+            value = models.get(key) if isinstance(models, dict) else getattr(models, key, None)
+            return value if isinstance(value, str) else ""
+
         policy = data.get("policy", {})
-        measured = FACE_THRESHOLDS.get(detector if isinstance(detector, str) else "")
-        if measured is None or not isinstance(policy, dict):
-            return data  # the default detector, an invalid name, or a built PolicyConfig
-        low, sure = measured
-        policy = {"min_face_confidence": low, "sure_face_confidence": sure, **policy}
-        return {**data, "policy": policy}
+        if not isinstance(policy, dict):
+            return data  # a built PolicyConfig
+        measured: dict[str, float] = {}
+        if named("detector") in FACE_THRESHOLDS:
+            low, sure = FACE_THRESHOLDS[named("detector")]
+            measured.update(min_face_confidence=low, sure_face_confidence=sure)
+        if named("gender") in GENDER_THRESHOLDS:
+            measured["min_gender_confidence"] = GENDER_THRESHOLDS[named("gender")]
+        if not measured:
+            return data  # the default models, or invalid names (validation names them)
+        return {**data, "policy": {**measured, **policy}}
 
     def with_policy(self, **changes: Any) -> Config:
         """A copy with policy settings overridden (from the command line), re-validated."""
