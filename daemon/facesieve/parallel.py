@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -452,25 +453,31 @@ def not_judged(path: Path, reason: str) -> NotJudged:
     return NotJudged(path, Status.ERROR, reason)
 
 
-def settle(applier: Applier, path: Path) -> tuple[Path, Seen | None] | NotJudged:
-    """The owner's look at a file before it is sent to be judged.
+def settle(path: Path, seen: Callable[[Path], Seen | None]) -> tuple[Path, Seen | None] | NotJudged:
+    """The owner's look at a file before it is sent anywhere to be judged.
 
-    A file the ledger decided and left in place, with the size and mtime it had
-    then, is known: it is not sent anywhere. Any other file goes out with what the
-    ledger saw (`Seen`), so that the judge can still call it known by content.
+    Settled here, without a trip: a symlink, a file that is not regular, one gone,
+    and a file the ledger decided and left in place with the size and mtime it has
+    now (`seen`: what the ledger saw at a path). Any other file goes out with what
+    the ledger saw, so that the judge can still call it known by its content.
     """
     from .judge import NotJudged, Status
 
     absolute = Path(os.path.abspath(path))
-    seen = applier.seen(absolute)
-    if seen is not None:
-        try:
-            info = os.lstat(absolute)
-        except OSError:
-            return (absolute, seen)  # the judge reports it properly
-        if (info.st_size, info.st_mtime_ns) == (seen.size, seen.mtime_ns):
-            return NotJudged(absolute, Status.KNOWN, f"already decided ({seen.source})")
-    return (absolute, seen)
+    try:
+        info = os.lstat(absolute)
+    except FileNotFoundError:
+        return NotJudged(absolute, Status.SKIPPED, "vanished before it was judged")
+    except OSError:
+        return (absolute, seen(absolute))  # the judge reports it properly
+    if stat.S_ISLNK(info.st_mode):
+        return NotJudged(absolute, Status.SKIPPED, "symlink: never followed")
+    if not stat.S_ISREG(info.st_mode):
+        return NotJudged(absolute, Status.SKIPPED, "not a regular file")
+    known = seen(absolute)
+    if known is not None and (info.st_size, info.st_mtime_ns) == (known.size, known.mtime_ns):
+        return NotJudged(absolute, Status.KNOWN, f"already decided ({known.source})")
+    return (absolute, known)
 
 
 def scan_with_workers(
@@ -490,10 +497,26 @@ def scan_with_workers(
     from .analyzer import MAX_BATCH
 
     settled: deque[NotJudged] = deque()
+    remaining = iter(paths)
+    first: tuple[Path, Seen | None] | None = None
+    # Files the ledger settles need no worker: a rescan of a folder already decided
+    # starts none.
+    for path in remaining:
+        item = settle(path, applier.seen)
+        if isinstance(item, tuple):
+            first = item
+            break
+        yield applier.apply(item, config.actions)
+        if should_stop():
+            return
+    if first is None:
+        return
 
     def to_judge() -> Iterator[tuple[Path, Seen | None]]:
-        for path in paths:
-            item = settle(applier, path)
+        assert first is not None
+        yield first
+        for path in remaining:
+            item = settle(path, applier.seen)
             if isinstance(item, tuple):
                 yield item
             else:

@@ -22,11 +22,11 @@ processes even if the driver is killed outright.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import pickle
-import stat
 import subprocess
 import sys
 import time
@@ -43,7 +43,7 @@ from .errors import ConfigError, LedgerError, WorkerError
 from .judge import Judgement, NotJudged, Seen, Status
 from .ledger import Ledger
 from .logs import configure_logging, get_logger
-from .parallel import default_workers, load_judge, not_judged, portable_error
+from .parallel import default_workers, load_judge, not_judged, portable_error, settle
 from .reaper import stop_stale
 from .shards import ShardLock, id_base, shard_of, shard_path
 
@@ -265,11 +265,11 @@ def scan_on_ray(
             if owner is None:
                 others += 1  # another owner's shard: its files are its business
                 continue
-            item = _settle(owner, plain, absolute)
+            item = settle(absolute, functools.partial(_seen, owner, plain))
             if isinstance(item, NotJudged):
                 yield owner.applier.apply(item, config.actions)
             else:
-                seen = b"" if item is None else pickle.dumps(item)
+                seen = b"" if item[1] is None else pickle.dumps(item[1])
                 pending.append({"path": os.fsencode(absolute), "seen": seen})
         if others:
             log.warning("files_of_other_owners", files=others)
@@ -301,25 +301,6 @@ def _seen(owner: _Owner, plain: Ledger | None, path: Path) -> Seen | None:
     if not row.left_in_place:
         return None
     return Seen(row.size, row.mtime_ns, row.sha256, f"ledger #{row.id}")
-
-
-def _settle(owner: _Owner, plain: Ledger | None, path: Path) -> NotJudged | Seen | None:
-    """What the driver settles without Ray: a file the ledger knows by size and mtime,
-    a symlink, a file that is not regular, one gone. Otherwise what the ledger saw."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
-    except OSError:
-        return _seen(owner, plain, path)  # the actor reports it properly
-    if stat.S_ISLNK(info.st_mode):
-        return NotJudged(path, Status.SKIPPED, "symlink: never followed")
-    if not stat.S_ISREG(info.st_mode):
-        return NotJudged(path, Status.SKIPPED, "not a regular file")
-    seen = _seen(owner, plain, path)
-    if seen is not None and (info.st_size, info.st_mtime_ns) == (seen.size, seen.mtime_ns):
-        return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
-    return seen
 
 
 def _judged(
