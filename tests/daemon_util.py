@@ -16,8 +16,17 @@ from typing import Any
 class Daemon:
     """`python -m facesieve watch --config CONFIG`, logging JSON lines to a file."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
+        self.args = args
+        self.wrapper = wrapper  # a command the daemon runs under (e.g. unshare ...)
         self.log = log
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
         self.process: subprocess.Popen[bytes] | None = None
@@ -26,7 +35,16 @@ class Daemon:
     def start(self) -> Daemon:
         self._out = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "facesieve", "watch", "--config", str(self.config)],
+            [
+                *self.wrapper,
+                sys.executable,
+                "-m",
+                "facesieve",
+                "watch",
+                "--config",
+                str(self.config),
+                *self.args,
+            ],
             stdout=self._out,
             stderr=subprocess.DEVNULL,
             env=self.env,

@@ -47,7 +47,7 @@ def test_awkward_files(tmp_path: Path, deepface_home: Path) -> None:
     odd_names = ["my holiday photo.jpg", "фото_é.jpg", "new\nline.jpg"]
     for name in odd_names:
         shutil.copy2(cat, inbox / name)
-    (inbox / "notes.txt").write_text("not an image extension: never judged")
+    (inbox / "notes.txt").write_text("not an image extension: judged by its bytes")
 
     regular = [
         p
@@ -62,14 +62,18 @@ def test_awkward_files(tmp_path: Path, deepface_home: Path) -> None:
     assert run.code == 0, run.stderr[-3000:]
     by_name = {Path(r["path"]).name: r for r in run.records}
 
-    for name in ("zero.jpg", "text.jpg", "truncated.jpg", "bomb.png"):
+    for name in ("zero.jpg", "truncated.jpg", "bomb.png"):
         assert by_name[name]["verdict"] == "unreadable", name
         assert by_name[name]["action"] == "quarantine"
         assert by_name[name]["reason"].startswith("not a readable image")
+    # Bytes that are no image, whatever the name: judged `not_image`, never left behind.
+    for name in ("text.jpg", "notes.txt"):
+        assert by_name[name]["verdict"] == "not_image", name
+        assert by_name[name]["action"] == "quarantine"
+        assert by_name[name]["reason"].startswith("not an image")
     for name in odd_names:
         assert by_name[name]["verdict"] == "reject"
         assert Path(by_name[name]["destination"]).name == name
-    assert "notes.txt" not in by_name
 
     logged = {
         Path(e["path"]).name: e for e in run.events if e.get("event") in ("skipped", "not_judged")
@@ -100,7 +104,8 @@ def test_awkward_files(tmp_path: Path, deepface_home: Path) -> None:
     )
     for sha, count in before.items():
         assert after[sha] >= count
-    assert (inbox / "notes.txt").read_text().startswith("not an image extension")
+    quarantined = inbox / ".facesieve" / "quarantine" / "notes.txt"
+    assert quarantined.read_text().startswith("not an image extension")
 
     ledger = sqlite3.connect(inbox / ".facesieve" / "ledger.sqlite3")
     rows = dict(ledger.execute("SELECT path, verdict FROM decisions WHERE state = 'done'"))

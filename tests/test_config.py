@@ -172,3 +172,53 @@ def test_the_gender_threshold_follows_the_gender_model_unless_set(tmp_path: Path
     assert bundled.with_policy(require="man").policy.min_gender_confidence == 0.98
     path.write_text('[models]\ngender = "bundled"\n[policy]\nmin_gender_confidence = 0.9\n')
     assert load_config(path).policy.min_gender_confidence == 0.9
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[watch]\nsettle_seconds = inf\n", "watch.settle_seconds"),
+        ("[watch]\nsettle_seconds = nan\n", "watch.settle_seconds"),
+        ("[watch]\nstop_timeout = inf\n", "watch.stop_timeout"),
+        ("[watch]\nreconcile_interval = 1e308\n", "watch.reconcile_interval"),
+        ("[watch]\npoll_interval = -inf\n", "watch.poll_interval"),
+        ("[watch]\nqueue_size = 10000000000\n", "watch.queue_size"),
+        ("[images]\ndecode_timeout = inf\n", "images.decode_timeout"),
+        ("[images]\nmax_pixels = 1e30\n", "images.max_pixels"),
+        ("[policy]\nmin_face_confidence = nan\n", "policy.min_face_confidence"),
+    ],
+)
+def test_every_number_is_finite_and_bounded(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("key", ["quarantine", "review", "accepted"])
+def test_a_managed_folder_may_not_contain_or_be_the_root(tmp_path: Path, key: str) -> None:
+    from facesieve.config import watch_folders
+
+    inbox = tmp_path / "inbox"
+    for folder in (tmp_path, inbox):
+        config = Config.model_validate({"folders": {"inbox": str(inbox), key: str(folder)}})
+        with pytest.raises(ConfigError) as caught:
+            watch_folders(config)
+        assert caught.value.key == f"folders.{key}"
+        with pytest.raises(ConfigError) as caught:  # scan resolves the same way
+            config.resolve_folders(inbox)
+        assert caught.value.key == f"folders.{key}"
+    everything = Config.model_validate({"watch": {"exclude": [str(tmp_path)]}})
+    with pytest.raises(ConfigError, match=r"watch\.exclude"):
+        everything.resolve_folders(inbox)
+
+
+def test_scan_refuses_a_quarantine_that_holds_the_folder(tmp_path: Path) -> None:
+    from facesieve.cli import main
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[folders]\nquarantine = "{tmp_path}"\n')
+    assert main(["scan", str(inbox), "--config", str(config)]) == 3

@@ -47,6 +47,7 @@ def done_rows(ledger: Path) -> int:
 
 def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
+    inbox.mkdir()
     config = Config.model_validate(
         {
             "folders": {"inbox": str(inbox)},
@@ -121,6 +122,7 @@ def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
     import socket
 
     inbox = tmp_path / "inbox"
+    inbox.mkdir()
     address = str(tmp_path / "notify.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(address)

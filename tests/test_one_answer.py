@@ -60,7 +60,7 @@ def test_scan_and_check_give_each_image_the_same_answer(
     by_check = {}
     for path in paths:
         single = run_cli("check", str(path), "--json", "--require", "man")
-        assert single.code == 0, single.stderr[-2000:]
+        assert single.code in (0, 1), single.stderr[-2000:]  # 1: judged, not kept
         (record,) = single.records
         by_check[Path(record["path"]).name] = record
 

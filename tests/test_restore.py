@@ -206,13 +206,13 @@ def test_restore_all_puts_files_back_and_the_engine_knows_them(
         # ...until its content changes.
         restored.write_bytes(b"new content, not an image")
         again = engine.process(restored)
-        assert (again.status, again.verdict) == (Status.DECIDED, Verdict.UNREADABLE)
+        assert (again.status, again.verdict) == (Status.DECIDED, Verdict.NOT_IMAGE)
 
     # The changed file was judged and quarantined anew: that decision is the one left.
     code, results = cli(capsys, "restore", str(folders.root), "--all", "--json")
     assert (code, [(r["verdict"], r["result"]) for r in results]) == (
         0,
-        [("unreadable", "restored")],
+        [("not_image", "restored")],
     )
     assert restored.read_bytes() == b"new content, not an image"
     assert cli(capsys, "restore", str(folders.root), "--all", "--json") == (0, [])

@@ -60,7 +60,13 @@ def test_stats_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     figures = json.loads(capsys.readouterr().out)
     assert figures["ledger"] == str(root / ".facesieve" / "ledger.sqlite3")
     assert figures["decisions"] == 7  # the restore is not a decision
-    assert figures["verdicts"] == {"keep": 2, "reject": 3, "review": 1, "unreadable": 1}
+    assert figures["verdicts"] == {
+        "keep": 2,
+        "reject": 3,
+        "review": 1,
+        "unreadable": 1,
+        "not_image": 0,
+    }
     now = {k: v for k, v in figures["now"].items() if v}
     assert now == {"left in place": 2, "quarantined": 3, "in review": 1, "restored": 1}
     assert figures["not_done"] == {"pending": 0, "failed": 0}
@@ -79,7 +85,8 @@ def test_stats_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (timedelta(minutes=5), "reject"),
     ]:
         counts = expected.setdefault(
-            day(age), {"keep": 0, "reject": 0, "review": 0, "unreadable": 0, "total": 0}
+            day(age),
+            {"keep": 0, "reject": 0, "review": 0, "unreadable": 0, "not_image": 0, "total": 0},
         )
         counts[verdict] += 1
         counts["total"] += 1

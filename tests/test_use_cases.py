@@ -43,7 +43,8 @@ def build_inbox(root: Path) -> dict[str, str]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(DATA / folder / name, target)
                 kinds[str(relative)] = kind
-    (root / "broken.jpg").write_text("not an image")
+    # A JPEG's first bytes and then nothing decodable: unreadable (not `not_image`).
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 and then not an image")
     kinds["broken.jpg"] = "unreadable"
     return kinds
 
@@ -132,7 +133,7 @@ def test_check_prints_the_contract_and_changes_nothing(tmp_path: Path, deepface_
     before = tree(inbox)
     images = [inbox / "fairface_0010.jpg", inbox / "fairface_0002.jpg", inbox / "pets/cat.4001.jpg"]
     run = run_cli("check", *map(str, images), "--require", "man", "--json")
-    assert run.code == 0, run.stderr[-3000:]
+    assert run.code == 1, run.stderr[-3000:]  # two of three not kept
     assert tree(inbox) == before and not (inbox / ".facesieve").exists()
     assert [r["verdict"] for r in run.records] == ["keep", "reject", "reject"]
     for record in run.records:

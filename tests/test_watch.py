@@ -257,6 +257,7 @@ def test_notify_protocol(tmp_path: Path, deepface_home: Path) -> None:
 
 def test_folders_inside_the_inbox_are_refused(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
+    inbox.mkdir()
     config = tmp_path / "c.toml"
     config.write_text(f'[folders]\ninbox = "{inbox}"\nquarantine = "{inbox / "q"}"\n')
     run = run_cli("watch", "--config", str(config))

@@ -59,7 +59,12 @@ def plan(
         return Action.KEEP, None
     if verdict is Verdict.REVIEW:
         return Action.REVIEW, folders.review
-    choice = actions.reject if verdict is Verdict.REJECT else actions.unreadable
+    choices = {
+        Verdict.REJECT: actions.reject,
+        Verdict.UNREADABLE: actions.unreadable,
+        Verdict.NOT_IMAGE: actions.not_image,
+    }
+    choice = choices[verdict]
     if choice == "delete":
         return Action.DELETE, None
     if choice == "keep":

@@ -24,7 +24,7 @@ from .actions import (
     resume_move,
 )
 from .config import ActionsConfig, ResolvedFolders
-from .errors import ActionError
+from .errors import ActionError, LedgerError
 from .judge import Judgement, NotJudged, Seen, Status
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
@@ -96,7 +96,18 @@ class Applier:
 
     def apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
         """Act on one judgement as `actions` says, record it, and log it. Never raises
-        for one file's trouble: an action that fails leaves the file where it was."""
+        for one file's trouble: an action that fails leaves the file where it was.
+        Only a ledger that cannot be written (`LedgerError`) ends the run: no decision
+        could be recorded any more."""
+        try:
+            return self._apply(result, actions)
+        except LedgerError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
+            reason = f"{type(error).__name__}: {error}"
+            return self._report(Outcome(result.path, Status.ERROR, reason=reason), None)
+
+    def _apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
         if isinstance(result, NotJudged):
             return self._report(Outcome(result.path, result.status, reason=result.reason), None)
         started = time.perf_counter()
@@ -138,6 +149,7 @@ class Applier:
             )
         row_id = None
         if self.ledger is not None:
+            self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
             row_id = self.ledger.begin(
                 path=path,
                 root=folders.root,

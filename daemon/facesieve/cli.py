@@ -8,22 +8,26 @@ per file, pays for no other). Errors become exit codes through `errors.exit_code
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
 from .config import Config, load_config
 from .errors import ConfigError, ExitCode, FacesieveError, exit_code, exit_message
 from .logs import configure_logging, get_logger
+from .paths import OUTPUT_ERRORS, json_safe
 
 if TYPE_CHECKING:
     from .apply import Outcome
@@ -64,8 +68,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facesieve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("check", help="judge images; change nothing")
-    check.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    check = commands.add_parser(
+        "check",
+        help="judge images; change nothing",
+        description="Exit status (as ClamAV's clamdscan): 0 every image kept; 1 at least "
+        "one not kept (reject, review, unreadable, not an image); 2 at least one file not "
+        "judged (missing, not a regular file, an error), or bad arguments.",
+    )
+    check.add_argument("images", nargs="*", type=Path, metavar="IMAGE")
+    check.add_argument(
+        "--paths-from",
+        type=Path,
+        metavar="FILE",
+        help="also judge the paths listed in FILE, one a line ('-': standard input)",
+    )
+    check.add_argument(
+        "-0", "--null", action="store_true", help="paths in --paths-from end in NUL, not newline"
+    )
     _add_common(check)
 
     scan = commands.add_parser("scan", help="judge every image under a folder once, and act")
@@ -95,6 +114,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     watch.add_argument("--config", type=Path, metavar="FILE")
     watch.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    watch.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="judge and log every arrival; record nothing, move nothing",
+    )
 
     models = commands.add_parser("models", help="list the model weights the config needs")
     models.add_argument("--config", type=Path, metavar="FILE")
@@ -197,9 +221,24 @@ _COMMANDS: dict[str, Command] = {
 }
 
 
+# onnxruntime (1.30) parses /proc/self/cmdline at import with a recursion one
+# stack frame deep per byte: past ~32 KiB of arguments (8 MiB stack) the import
+# dies with SIGSEGV. A long `check` command line is therefore handed over in
+# memory instead (see _reexec_check).
+_LONGEST_COMMAND_LINE = 16 * 1024
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):
+        # Printed file names that are not UTF-8 show their bytes as \xNN.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=OUTPUT_ERRORS)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.command == "check" and not args.images and args.paths_from is None:
+        parser.error("check needs IMAGE arguments or --paths-from")
+    if argv is None and args.command == "check" and _command_line_bytes() > _LONGEST_COMMAND_LINE:
+        _reexec_check(args)
     try:
         config = load_config(args.config)
         if getattr(args, "require", None) or getattr(args, "faces", None):
@@ -250,7 +289,7 @@ def _print_outcome(
 ) -> None:
     stream = stream or sys.stdout
     if as_json:
-        record = json.dumps(outcome.as_dict(with_action=with_action), ensure_ascii=False)
+        record = json.dumps(json_safe(outcome.as_dict(with_action=with_action)), ensure_ascii=False)
         print(record, file=stream, flush=True)
         return
     where = ""
@@ -262,18 +301,84 @@ def _print_outcome(
     print(f"{verdict:<10} {outcome.path}  ({outcome.reason}){where}", file=stream, flush=True)
 
 
+def _command_line_bytes() -> int:
+    return sum(len(os.fsencode(word)) + 1 for word in sys.orig_argv)
+
+
+def _reexec_check(args: argparse.Namespace) -> NoReturn:
+    """Run this `check` again with its paths in an in-memory file, not on the command line."""
+    fd = os.memfd_create("facesieve-check-paths", 0)  # inherited across exec, on purpose
+    with os.fdopen(os.dup(fd), "wb") as listing:
+        for path in args.images:
+            listing.write(os.fsencode(path) + b"\0")
+        if args.paths_from is not None:
+            listing.write(b"".join(os.fsencode(p) + b"\0" for p in _listed_paths(args)))
+    os.lseek(fd, 0, os.SEEK_SET)
+    words = [sys.executable, "-m", "facesieve", "check", "--null"]
+    words += ["--paths-from", f"/dev/fd/{fd}"]
+    for option in ("config", "require", "faces", "log_level"):
+        value = getattr(args, option, None)
+        if value is not None:
+            words += [f"--{option.replace('_', '-')}", os.fspath(value)]
+    if args.json:
+        words.append("--json")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, words)  # noqa: S606 - our own interpreter, no shell
+
+
+def _listed_paths(args: argparse.Namespace) -> Iterator[Path]:
+    """The paths in --paths-from, read as they are needed (a listing may be endless)."""
+    if args.paths_from is None:
+        return
+    separator = b"\0" if args.null else b"\n"
+    given = os.fspath(args.paths_from)
+    try:
+        handle = sys.stdin.buffer if given == "-" else open(given, "rb")  # noqa: SIM115
+    except OSError as error:
+        raise ConfigError("--paths-from", f"cannot read {given}: {error.strerror}") from error
+    with handle:
+        pending = b""
+        while block := handle.read(1 << 16):
+            *complete, pending = (pending + block).split(separator)
+            yield from (Path(os.fsdecode(p)) for p in complete if p)
+        if pending.strip(b"\r"):
+            yield Path(os.fsdecode(pending.rstrip(b"\r") if not args.null else pending))
+
+
 def _check(args: argparse.Namespace, config: Config) -> ExitCode:
     from .analyzer import load_analyzer
     from .engine import Engine
     from .judge import Status
+    from .policy import Verdict
+
+    not_judged = not_kept = 0
+
+    def existing(paths: Iterable[Path]) -> Iterator[Path]:
+        nonlocal not_judged
+        for path in paths:
+            if os.path.lexists(path):
+                yield path
+            else:
+                not_judged += 1
+                print(f"facesieve: {path}: not judged: no such file", file=sys.stderr, flush=True)
 
     engine = Engine(config, load_analyzer(config))
-    for outcome in engine.process_many(args.images):
+    paths = existing(itertools.chain(args.images, _listed_paths(args)))
+    for outcome in engine.process_many(paths):
         if outcome.status is Status.DECIDED:
             _print_outcome(outcome, as_json=args.json, with_action=False)
+            not_kept += outcome.verdict is not Verdict.KEEP
         else:
-            print(f"facesieve: {outcome.path}: not judged: {outcome.reason}", file=sys.stderr)
-    return ExitCode.OK
+            not_judged += 1
+            print(
+                f"facesieve: {outcome.path}: not judged: {outcome.reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+    if not_judged:
+        return ExitCode.USAGE
+    return ExitCode.NOT_KEPT if not_kept else ExitCode.OK
 
 
 class _StopOnSignal:
@@ -296,6 +401,9 @@ class _StopOnSignal:
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
+
+
+_SUMMARY = ("keep", "reject", "review", "unreadable", "not_image", "known", "skipped", "error")
 
 
 def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
@@ -338,10 +446,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     seconds = time.perf_counter() - started
     summary = {
         "judged": judged,
-        **{
-            k: counts.get(k, 0)
-            for k in ("keep", "reject", "review", "unreadable", "known", "skipped", "error")
-        },
+        **{k: counts.get(k, 0) for k in _SUMMARY},
         "seconds": round(seconds, 2),
         "images_per_second": round(judged / seconds, 2) if seconds > 0 else 0.0,
         "dry_run": args.dry_run,
@@ -351,10 +456,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     get_logger().info("scan_summary", root=str(folders.root), **summary)
     print(
         f"facesieve: {judged} judged in {seconds:.1f} s ({summary['images_per_second']} images/s): "
-        + ", ".join(
-            f"{k} {summary[k]}"
-            for k in ("keep", "reject", "review", "unreadable", "known", "skipped", "error")
-        ),
+        + ", ".join(f"{k} {summary[k]}" for k in _SUMMARY),
         file=sys.stderr,
     )
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK
@@ -363,7 +465,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
 def _watch(args: argparse.Namespace, config: Config) -> int:
     from .watch import Guard
 
-    return Guard(config, config_path=args.config).run()
+    return Guard(config, config_path=args.config, dry_run=args.dry_run).run()
 
 
 def _models(args: argparse.Namespace, config: Config) -> ExitCode:

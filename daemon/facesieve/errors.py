@@ -13,8 +13,10 @@ __all__ = [
     "ActionError",
     "AlreadySettledError",
     "ConfigError",
+    "DecodeInterruptedError",
     "ExitCode",
     "FacesieveError",
+    "FileTooLargeError",
     "ImageAccessError",
     "LedgerError",
     "ModelLoadError",
@@ -30,7 +32,10 @@ __all__ = [
 class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # an unexpected error
-    USAGE = 2  # argparse's own code for bad arguments
+    # `check` follows ClamAV's clamdscan: 0 every image kept, 1 at least one not
+    # kept (found), 2 at least one file not judged (missing, not a file, an error).
+    NOT_KEPT = 1
+    USAGE = 2  # argparse's own code for bad arguments; check: a file not judged
     CONFIG = 3  # the config is invalid: restarting will not help
     MODEL = 4  # a model cannot be loaded: nothing was touched
     LEDGER = 5  # the ledger cannot be opened or written: restarting will not mend it
@@ -71,12 +76,31 @@ class UnreadableImageError(FacesieveError):
     """The bytes were read but are not a decodable image: this *is* a verdict."""
 
 
+class DecodeInterruptedError(FacesieveError):
+    """A stop request ended a decode: nothing is known about the image, so no verdict."""
+
+
 class ImageAccessError(FacesieveError):
     """The file could not be read (permissions, vanished, not a regular file).
 
     An I/O failure says nothing about the image, so it is never a verdict: the
     file stays where it is and is tried again on the next pass.
     """
+
+
+class FileTooLargeError(ImageAccessError):
+    """The file is larger than `max_file_bytes`: it is not read, and it is a verdict
+    (`unreadable`, too large), not an I/O failure."""
+
+    def __init__(self, size: int, limit: int, *stat: int) -> None:
+        super().__init__(f"{size} bytes is over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+        # The file's mtime_ns, mode, ctime_ns, dev and ino: what a verdict records.
+        self.stat = stat
+
+    def __reduce__(self) -> tuple[type[FileTooLargeError], tuple[int, ...]]:
+        return type(self), (self.size, self.limit, *self.stat)
 
 
 class LedgerError(FacesieveError):

@@ -21,11 +21,25 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageAccessError, UnreadableImageError
+from .errors import FileTooLargeError, ImageAccessError, UnreadableImageError
 
-__all__ = ["DecodedImage", "RawFile", "decode_image", "file_sha256", "read_file"]
+__all__ = [
+    "DecodedImage",
+    "RawFile",
+    "decode_image",
+    "file_sha256",
+    "jpeg_scan_count",
+    "read_file",
+    "sniff_format",
+]
 
-_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF"})
+_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF", "HEIF"})
+
+# ISO base media files (ftyp box) whose brand says still image: AVIF and HEIF/HEIC.
+# Video brands (isom, mp41, mp42, qt, avc1, ...) are not images.
+_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +86,15 @@ def read_file(path: Path, *, max_bytes: int) -> RawFile:
         if not stat.S_ISREG(info.st_mode):
             raise ImageAccessError("not a regular file")
         if info.st_size > max_bytes:
-            raise ImageAccessError(f"{info.st_size} bytes is over the {max_bytes}-byte limit")
+            raise FileTooLargeError(
+                info.st_size,
+                max_bytes,
+                info.st_mtime_ns,
+                info.st_mode,
+                info.st_ctime_ns,
+                info.st_dev,
+                info.st_ino,
+            )
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
@@ -106,7 +128,62 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage:
+def sniff_format(data: bytes) -> str | None:
+    """The image format the bytes say they are, from their first bytes; None: not an image.
+
+    The file name's extension plays no part: a JPEG named `.png` or without an
+    extension is a JPEG, and a video or a document named `.jpg` is not an image.
+    """
+    head = data[:32]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "BMP"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if head[4:8] == b"ftyp":
+        box = int.from_bytes(head[:4], "big")
+        brands = [data[8:12]] + [data[i : i + 4] for i in range(16, min(box, 64), 4)]
+        if _IMAGE_BRANDS.intersection(brands):
+            return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
+    return None
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """How many scans (SOS markers) a JPEG holds; 0 for other data.
+
+    The header segments are walked by their lengths (an EXIF thumbnail inside
+    APP1 is skipped whole); after the first scan, entropy-coded data stuffs
+    every 0xFF byte, so each further 0xFF 0xDA is a real scan header.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return 0
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return 0  # not a marker where one must be: corrupt; the decoder says so
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1  # fill byte
+            continue
+        if marker == 0xDA:
+            return data.count(b"\xff\xda", position)
+        if marker in (0xD8, 0xD9) or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return 0
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int, max_side: int, max_scans: int | None = None
+) -> DecodedImage:
     """Decode the first frame, apply EXIF orientation, downscale to `max_side`.
 
     JPEGs larger than needed are decoded at reduced size (libjpeg's DCT scaling),
@@ -114,10 +191,19 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
 
     Raises:
         UnreadableImageError: empty, not an image, an unsupported format,
-            truncated, or more than `max_pixels` pixels (a decompression bomb).
+            truncated, more than `max_pixels` pixels (a decompression bomb), or
+            a JPEG of more than `max_scans` scans (a scan bomb).
     """
     if not data:
         raise UnreadableImageError("empty file (0 bytes)")
+    if max_scans is not None:
+        scans = jpeg_scan_count(data)
+        if scans > max_scans:
+            raise UnreadableImageError(
+                f"JPEG of {scans} scans is over the {max_scans}-scan limit (a scan bomb)"
+            )
+    if sniff_format(data) == "HEIF":
+        _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -156,6 +242,13 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> DecodedImage
         scale=max(scale, 1.0),
         format=image_format,
     )
+
+
+def _register_heif() -> None:
+    # pillow-heif's opener, only when a HEIF file is met (HEIC from phones).
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
 
 
 def _fit(rgb: NDArray[np.uint8], max_side: int) -> NDArray[np.uint8]:

@@ -2,10 +2,13 @@
 
 One rule for `scan`, the daemon's reconciliation passes and its observer, so the
 three agree on every file: a candidate lies under the root, outside facesieve's
-own folders and the excluded ones, has an image extension, and no part of its
-path below the root matches an ignore pattern (a temporary or hidden name).
-Symlinked folders are never entered. A symlink or other non-regular file that
-is otherwise a candidate is still offered, so the judge reports why it is skipped.
+own folders and the excluded ones, and its own name does not match an ignore
+pattern (a name still being written: `*.part`). Its name is no test of being an
+image: the judge reads the bytes (a video named .jpg is `not_image`, a JPEG
+without an extension an image). Ignore patterns never match a folder: a hidden
+folder is walked unless it is in `[watch] exclude`. Symlinked folders are never
+entered. A symlink or other non-regular file is still offered, so the judge
+reports why it is skipped.
 """
 
 from __future__ import annotations
@@ -24,28 +27,19 @@ __all__ = ["Inbox"]
 class Inbox:
     """The candidate files under one root."""
 
-    def __init__(
-        self,
-        folders: ResolvedFolders,
-        *,
-        extensions: tuple[str, ...],
-        ignore: tuple[str, ...] = (),
-    ) -> None:
+    def __init__(self, folders: ResolvedFolders, *, ignore: tuple[str, ...] = ()) -> None:
         self.folders = folders
         self.root = folders.root
         self._managed = frozenset(folders.managed())
-        self._extensions = tuple(e.lower() for e in extensions)
         self._ignore = ignore
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
-        return cls(folders, extensions=config.images.extensions, ignore=config.watch.ignore)
+        return cls(folders, ignore=config.watch.ignore)
 
-    def _ignored(self, name: str) -> bool:
+    def ignored(self, name: str) -> bool:
+        """Whether a file's own name matches an ignore pattern."""
         return any(fnmatch.fnmatch(name, pattern) for pattern in self._ignore)
-
-    def _wanted(self, name: str) -> bool:
-        return name.lower().endswith(self._extensions) and not self._ignored(name)
 
     def accepts(self, path: Path) -> bool:
         """Whether `path` (absolute, as the observer reports it) is a candidate."""
@@ -57,12 +51,13 @@ class Inbox:
             return False
         if any(path == m or m in path.parents for m in self._managed):
             return False
-        return self._wanted(path.name) and not any(self._ignored(p) for p in relative.parts[:-1])
+        return not self.ignored(path.name)
 
-    def walk(self) -> Iterator[Path]:
-        """Every candidate under the root, depth first, each folder's files in sorted order."""
+    def walk(self, top: Path | None = None) -> Iterator[Path]:
+        """Every candidate under `top` (default: the root), depth first, each folder's
+        files in sorted order."""
         log = get_logger()
-        stack = [self.root]
+        stack = [self.root if top is None else top]
         while stack:
             folder = stack.pop()
             try:
@@ -76,10 +71,10 @@ class Inbox:
             for entry in entries:
                 path = Path(entry.path)
                 if entry.is_dir(follow_symlinks=False):
-                    if path not in self._managed and not self._ignored(entry.name):
+                    if path not in self._managed:
                         stack.append(path)
                 elif entry.is_symlink() and entry.is_dir():
                     log.info("skipped", path=str(path), reason="symlinked folder: never followed")
-                elif self._wanted(entry.name):
+                elif not self.ignored(entry.name):
                     files.append(path)
             yield from reversed(files)

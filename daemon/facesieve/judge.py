@@ -24,11 +24,18 @@ from pathlib import Path
 
 from .analyzer import MAX_BATCH, FaceModel
 from .config import ImagesConfig, PolicyConfig
-from .errors import ImageAccessError, UnreadableImageError
-from .images import DecodedImage, RawFile, decode_image, read_file
+from .decoder import shared_decoder
+from .errors import (
+    DecodeInterruptedError,
+    FileTooLargeError,
+    ImageAccessError,
+    LedgerError,
+    UnreadableImageError,
+)
+from .images import DecodedImage, RawFile, file_sha256, read_file, sniff_format
 from .ledger import policy_fingerprint
 from .logs import get_logger
-from .policy import Face, Verdict, decide, unreadable
+from .policy import Face, Verdict, decide, not_image, unreadable
 
 __all__ = [
     "Judgement",
@@ -113,6 +120,7 @@ class Read:
     image: DecodedImage | None  # None: not decodable, see `unreadable_reason`
     unreadable_reason: str
     read_ms: float
+    not_image: str = ""  # the bytes are no image format at all: why
 
 
 def _absolute(path: Path) -> Path:
@@ -121,22 +129,50 @@ def _absolute(path: Path) -> Path:
 
 
 def read(
-    source: Path | RawFile, images: ImagesConfig, seen: Seen | None = None
+    source: Path | RawFile,
+    images: ImagesConfig,
+    seen: Seen | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Read | NotJudged:
     """Read (unless `source` already was), hash and decode one file. Never raises.
 
     With `seen`, a file whose size and mtime, or else whose content, is what was
     seen before is `NotJudged(KNOWN)`, without reading or decoding more than needed.
+    Decoding runs in the budgeted decoder process (`decoder`); `should_stop` ends
+    a decode at once (the file is then `NotJudged(SKIPPED)`, judged later).
     """
     path = _absolute(source if isinstance(source, Path) else source.path)
     try:
-        return _read(path, source, images, seen)
+        return _read(path, source, images, seen, should_stop)
     except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
         return NotJudged(path, Status.ERROR, f"{type(error).__name__}: {error}")
 
 
+def _too_large(path: Path, error: FileTooLargeError, started: float) -> Read:
+    # Too large to read is a verdict (unreadable), not an I/O failure: left
+    # unjudged, it would sit in the inbox for ever. Hashed in blocks.
+    mtime_ns, mode, ctime_ns, dev, ino = error.stat
+    return Read(
+        path=path,
+        sha256=file_sha256(path),
+        size=error.size,
+        mtime_ns=mtime_ns,
+        ctime_ns=ctime_ns,
+        dev=dev,
+        ino=ino,
+        mode=mode,
+        image=None,
+        unreadable_reason=f"too large: {error}",
+        read_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
 def _read(
-    path: Path, source: Path | RawFile, images: ImagesConfig, seen: Seen | None
+    path: Path,
+    source: Path | RawFile,
+    images: ImagesConfig,
+    seen: Seen | None,
+    should_stop: Callable[[], bool],
 ) -> Read | NotJudged:
     started = time.perf_counter()
     if isinstance(source, Path):
@@ -154,6 +190,8 @@ def _read(
             return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
         try:
             raw = read_file(path, max_bytes=images.max_file_bytes)
+        except FileTooLargeError as error:
+            return _too_large(path, error, started)
         except ImageAccessError as error:
             return NotJudged(path, Status.ERROR, str(error))
     else:
@@ -163,12 +201,18 @@ def _read(
         return NotJudged(path, Status.KNOWN, f"content unchanged ({seen.source})")
     image: DecodedImage | None = None
     why = ""
-    try:
-        image = decode_image(
-            raw.data, max_pixels=images.max_pixels, max_side=images.detect_max_side
-        )
-    except UnreadableImageError as error:
-        why = str(error)
+    # The bytes decide, not the name: a video named .jpg is no image, and a JPEG
+    # without an extension is one. (Zero bytes are an empty image: unreadable.)
+    foreign = ""
+    if raw.size and sniff_format(raw.data) is None:
+        foreign = "no image format recognised in its bytes"
+    else:
+        try:
+            image = shared_decoder(images).decode(raw.data, should_stop)
+        except UnreadableImageError as error:
+            why = str(error)
+        except DecodeInterruptedError:
+            return NotJudged(path, Status.SKIPPED, "stopped while decoding; judged later")
     return Read(
         path=path,
         sha256=sha256,
@@ -181,6 +225,7 @@ def _read(
         image=image,
         unreadable_reason=why,
         read_ms=(time.perf_counter() - started) * 1000,
+        not_image=foreign,
     )
 
 
@@ -196,7 +241,9 @@ def judge_read(
 
     The analyzer's thread only. A model failure is `NotJudged(ERROR)`, never a verdict.
     """
-    if item.image is None:
+    if item.not_image:
+        decision, faces = not_image(item.not_image), ()
+    elif item.image is None:
         decision, faces = unreadable(item.unreadable_reason or "cannot decode"), ()
     else:
         if faces is None:
@@ -270,8 +317,15 @@ def judge_many(
                 if source is None:
                     return
                 path = _absolute(source if isinstance(source, Path) else source.path)
-                known = None if seen is None else seen(path)
-                ahead.append(pool.submit(read, source, images, known))
+                try:
+                    known = None if seen is None else seen(path)
+                except LedgerError:
+                    raise  # no ledger: nothing could be recorded; the run stops
+                except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
+                    reason = f"{type(error).__name__}: {error}"
+                    ahead.append(_done(NotJudged(path, Status.ERROR, reason)))
+                    continue
+                ahead.append(pool.submit(read, source, images, known, should_stop))
 
         try:
             read_ahead()
@@ -292,6 +346,12 @@ def judge_many(
         finally:
             for future in ahead:
                 future.cancel()
+
+
+def _done(result: NotJudged) -> Future[Read | NotJudged]:
+    future: Future[Read | NotJudged] = Future()
+    future.set_result(result)
+    return future
 
 
 def _analyze_chunk(

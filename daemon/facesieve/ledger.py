@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AlreadySettledError, LedgerError
+from .paths import from_sql as path_from_sql
+from .paths import readable, to_sql
 
 __all__ = [
     "RESTORE",
@@ -137,6 +140,10 @@ class LedgerRow:
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> LedgerRow:
         data = dict(row)
+        # A name that is not UTF-8 is stored as its bytes (see `paths`).
+        for key in ("path", "root", "destination"):
+            if data[key] is not None:
+                data[key] = path_from_sql(data[key])
         data["faces"] = json.loads(data["faces"])
         data["models"] = json.loads(data["models"])
         return cls(**data)
@@ -195,6 +202,28 @@ class Ledger:
                 self._migrate()
         except sqlite3.Error as error:
             raise LedgerError(f"cannot open ledger {path}: {error}") from error
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino)
+
+    def ensure_unchanged(self) -> None:
+        """Raise unless the file at `path` is still the one opened.
+
+        SQLite keeps writing to an open file that was deleted or replaced: every
+        later decision would land where no `restore` or `report` will find it.
+
+        Raises:
+            LedgerError: the ledger file is gone, or another file is at its path.
+        """
+        now = self._file_identity()
+        if now != self._identity:
+            what = "was deleted" if now is None else "was replaced by another file"
+            raise LedgerError(f"the ledger {self.path} {what} while in use")
 
     @classmethod
     def open_existing(cls, path: Path, *, id_base: int = 0) -> Ledger:
@@ -258,7 +287,7 @@ class Ledger:
                    AND (state = 'done' OR (state = 'pending'
                         AND (action = 'restore' OR who IS NOT NULL)))
                ORDER BY id DESC LIMIT 1""",
-            (str(path),),
+            (to_sql(path),),
         ).fetchone()
         return LedgerRow.from_sql(row) if row else None
 
@@ -297,17 +326,17 @@ class Ledger:
                    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)""",
             (
                 self.id_base,
-                str(path),
-                str(root),
+                to_sql(path),
+                to_sql(root),
                 size,
                 mtime_ns,
                 mode,
                 sha256,
                 json.dumps(faces),
                 verdict,
-                reason,
+                readable(reason),  # free text may quote a file name
                 action,
-                None if destination is None else str(destination),
+                None if destination is None else to_sql(destination),
                 json.dumps(dict(models)),
                 elapsed_ms,
                 _now(),
@@ -324,7 +353,7 @@ class Ledger:
             self._write(
                 "UPDATE decisions SET state = 'done', destination = ?, completed_at = ? "
                 "WHERE id = ?",
-                (None if destination is None else str(destination), _now(), row_id),
+                (None if destination is None else to_sql(destination), _now(), row_id),
             )
             row = self.get(row_id)
             if row is None or row.ref is None:
@@ -408,17 +437,17 @@ class Ledger:
                 """,
                 (
                     self.id_base,
-                    decision.path,
-                    decision.root,
+                    to_sql(decision.path),
+                    to_sql(decision.root),
                     decision.size,
                     decision.mtime_ns,
                     decision.mode,
                     decision.sha256,
                     json.dumps(decision.faces),
                     verdict,
-                    f"{label} by {who} (ledger #{decision.id}: {decision.reason})",
+                    readable(f"{label} by {who} (ledger #{decision.id}: {decision.reason})"),
                     action,
-                    None if destination is None else str(destination),
+                    None if destination is None else to_sql(destination),
                     json.dumps(decision.models),
                     _now(),
                     decision.id,
@@ -467,17 +496,17 @@ class Ledger:
                 """,
                 (
                     self.id_base,
-                    decision.path,
-                    decision.root,
+                    to_sql(decision.path),
+                    to_sql(decision.root),
                     decision.size,
                     decision.mtime_ns,
                     decision.mode,
                     decision.sha256,
                     json.dumps(decision.faces),
                     decision.verdict,
-                    f"undone by {who} (ledger #{verdict.id}: {verdict.reason})",
+                    readable(f"undone by {who} (ledger #{verdict.id}: {verdict.reason})"),
                     UNDO,
-                    decision.destination,
+                    None if decision.destination is None else to_sql(decision.destination),
                     json.dumps(decision.models),
                     _now(),
                     verdict.id,
@@ -492,7 +521,7 @@ class Ledger:
     def fail(self, row_id: int, error: str) -> None:
         self._write(
             "UPDATE decisions SET state = 'failed', error = ?, completed_at = ? WHERE id = ?",
-            (error, _now(), row_id),
+            (readable(error), _now(), row_id),
         )
 
     def begin_restore(self, decision: LedgerRow) -> int:
@@ -509,17 +538,17 @@ class Ledger:
                    ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?)""",
             (
                 self.id_base,
-                decision.path,
-                decision.root,
+                to_sql(decision.path),
+                to_sql(decision.root),
                 decision.size,
                 decision.mtime_ns,
                 decision.mode,
                 decision.sha256,
                 json.dumps(decision.faces),
                 decision.verdict,
-                f"restored (ledger #{decision.id}: {decision.reason})",
+                readable(f"restored (ledger #{decision.id}: {decision.reason})"),
                 RESTORE,
-                decision.path,
+                to_sql(decision.path),
                 json.dumps(decision.models),
                 _now(),
                 decision.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -9,6 +10,8 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from .paths import OUTPUT_ERRORS, json_safe
 
 __all__ = ["configure_logging", "get_logger"]
 
@@ -67,6 +70,12 @@ def _to_journal(send: Any) -> Any:
     return render
 
 
+def _lossless_names(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    # A file name that is not UTF-8 must neither crash the renderer nor reach a
+    # JSON reader as a lone surrogate: readable text plus `<key>_bytes`.
+    return json_safe(event)
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -80,11 +89,14 @@ def configure_logging(
     installed, each event goes to the journal with its fields as journal fields.
     """
     stream = stream or sys.stderr
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(errors=OUTPUT_ERRORS)
     use_console = format == "console" or (format == "auto" and stream.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _lossless_names,
     ]
     send = _journal_sender() if journal and format == "auto" else None
     factory: Any

@@ -67,6 +67,17 @@ class Metrics:
             "How long loading and warming the models took at start.",
             registry=self.registry,
         )
+        self.unwatched = Gauge(
+            "facesieve_unwatched_folders",
+            "Folders in the inbox that inotify could not watch (kernel watch limit): "
+            "polled every poll_interval instead.",
+            registry=self.registry,
+        )
+        self.watch_failures = Counter(
+            "facesieve_watch_failures",
+            "Folders for which adding an inotify watch failed.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 

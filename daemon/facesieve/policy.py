@@ -17,7 +17,7 @@ from typing import Literal
 
 from .config import PolicyConfig
 
-__all__ = ["Decision", "Face", "Gender", "Verdict", "decide", "unreadable"]
+__all__ = ["Decision", "Face", "Gender", "Verdict", "decide", "not_image", "unreadable"]
 
 Gender = Literal["man", "woman"]
 
@@ -27,6 +27,7 @@ class Verdict(StrEnum):
     REJECT = "reject"
     REVIEW = "review"
     UNREADABLE = "unreadable"
+    NOT_IMAGE = "not_image"  # a regular file whose bytes are no image format at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,10 @@ class Decision:
 
 def unreadable(why: str) -> Decision:
     return Decision(Verdict.UNREADABLE, f"not a readable image: {why}")
+
+
+def not_image(what: str) -> Decision:
+    return Decision(Verdict.NOT_IMAGE, f"not an image: {what}")
 
 
 def _describe(face: Face) -> str:

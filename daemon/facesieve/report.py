@@ -35,6 +35,7 @@ from .config import Config, split_address
 from .errors import ExitCode
 from .images import decode_image, read_file
 from .ledger import LedgerRow
+from .paths import readable
 from .restore import (
     Fate,
     add_folder_argument,
@@ -47,8 +48,8 @@ from .restore import (
 
 __all__ = ["VERDICTS", "Item", "configure_report", "per_day", "render", "run_report"]
 
-VERDICTS = ("keep", "reject", "review", "unreadable")
-REPORTED = ("reject", "review", "unreadable")
+VERDICTS = ("keep", "reject", "review", "unreadable", "not_image")
+REPORTED = ("reject", "review", "unreadable", "not_image")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +180,12 @@ def thumbnail(path: Path, side: int, config: Config) -> Thumb | None:
     """A small JPEG of the image at `path`; None when it cannot be read or decoded."""
     try:
         raw = read_file(path, max_bytes=config.images.max_file_bytes)
-        image = decode_image(raw.data, max_pixels=config.images.max_pixels, max_side=side)
+        image = decode_image(
+            raw.data,
+            max_pixels=config.images.max_pixels,
+            max_side=side,
+            max_scans=config.images.max_jpeg_scans,  # a quarantined scan bomb stays unopened
+        )
         buffer = io.BytesIO()
         Image.fromarray(image.rgb).save(buffer, "JPEG", quality=72, optimize=True)
     except Exception:  # noqa: BLE001 - an unreadable file is shown without a picture
@@ -200,7 +206,8 @@ def per_day(decisions: Iterable[LedgerRow]) -> dict[str, Counter[str]]:
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # readable(): a file name that is not UTF-8 shows its bytes as \xNN.
+    return html.escape(readable(str(value)), quote=True)
 
 
 def _time(stamp: str) -> str:
@@ -433,6 +440,7 @@ h1 { font-size: 20px; margin: 0 0 6px; }
 .seg { display: block; height: 100%; }
 .seg.keep { background: var(--keep); } .seg.reject { background: var(--reject); }
 .seg.review { background: var(--review); } .seg.unreadable { background: var(--unreadable); }
+.seg.not_image { background: var(--unreadable); }
 #filters label { margin-right: 14px; cursor: pointer; }
 #filters .count { color: #555; margin-left: 8px; }
 #filters .legend { color: #555; margin-left: 24px; font-size: 12px; }
@@ -495,7 +503,7 @@ _JS = """
     shown.textContent = String(n);
   }
   // #verdict=review,unreadable opens the page filtered, for links and for tests.
-  var wanted = /verdict=([a-z,]+)/.exec(location.hash);
+  var wanted = /verdict=([a-z_,]+)/.exec(location.hash);
   if (wanted) {
     var keep = wanted[1].split(',');
     boxes.forEach(function (b) { b.checked = keep.indexOf(b.value) >= 0; });

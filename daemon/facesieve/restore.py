@@ -29,6 +29,7 @@ from .config import Config, review_folders
 from .errors import ActionError, ExitCode, RestoreConflictError
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
+from .paths import json_safe
 from .shards import LedgerUnion
 
 __all__ = [
@@ -274,7 +275,7 @@ def run_restore(args: argparse.Namespace, config: Config) -> int:
     for item in done:
         counts[item.result.value] += 1
         if args.json:
-            print(json.dumps(item.as_dict(), ensure_ascii=False), flush=True)
+            print(json.dumps(json_safe(item.as_dict()), ensure_ascii=False), flush=True)
         else:
             print(item.line(), flush=True)
     summary = ", ".join(
@@ -449,7 +450,7 @@ def run_purge(args: argparse.Namespace, config: Config) -> int:
                     "result": result,
                     "message": message,
                 }
-                print(json.dumps(record, ensure_ascii=False), flush=True)
+                print(json.dumps(json_safe(record), ensure_ascii=False), flush=True)
             else:
                 print(f"{result:<12} #{decision.id:<6} {message}", flush=True)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

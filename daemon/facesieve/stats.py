@@ -19,12 +19,13 @@ from typing import Any
 from .config import Config
 from .errors import ExitCode
 from .ledger import Ledger, LedgerRow
+from .paths import json_safe
 from .restore import Fate, add_folder_argument, fate, open_ledger
 from .shards import LedgerUnion
 
 __all__ = ["collect", "configure_stats", "run_stats"]
 
-VERDICTS = ("keep", "reject", "review", "unreadable")
+VERDICTS = ("keep", "reject", "review", "unreadable", "not_image")
 
 
 def configure_stats(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def run_stats(args: argparse.Namespace, config: Config) -> int:
     with open_ledger(config, args.folder) as ledger:
         figures = collect(ledger, latest=args.latest, days=args.days)
     if args.json:
-        print(json.dumps(figures, ensure_ascii=False, indent=2))
+        print(json.dumps(json_safe(figures), ensure_ascii=False, indent=2))
     else:
         print(_text(figures))
     return ExitCode.OK

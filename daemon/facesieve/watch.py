@@ -32,6 +32,14 @@ from .worker import TICK, Worker
 __all__ = ["Guard"]
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
 class Guard:
     """Watches one inbox until told to stop. `run()` returns the process exit code."""
 
@@ -42,8 +50,10 @@ class Guard:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         make_analyzer: Callable[[Config], FaceModel] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
+        self.dry_run = dry_run
         self.folders: ResolvedFolders = watch_folders(config)
         self.inbox = Inbox.of(config, self.folders)
         self._config_path = config_path
@@ -51,6 +61,9 @@ class Guard:
         self._log = get_logger()
         self._signals = 0
         self._reload = False
+        self._inbox_identity: tuple[int, int] | None = None
+        self._inbox_lost = False
+        self._observer: InboxObserver | None = None
         # Opt-in ([metrics] address): recorded from the worker, served after READY.
         self._metrics = (
             Metrics(lambda: self.worker.queue_depth()) if config.metrics.address else None
@@ -62,6 +75,7 @@ class Guard:
             make_analyzer or build_analyzer,
             defer=self.settler.defer,
             metrics=self._metrics,
+            dry_run=dry_run,
         )
 
     def _offer_settled(self, path: Path) -> None:
@@ -81,11 +95,11 @@ class Guard:
 
     def status_line(self) -> str:
         counts = self.worker.counts
-        judged = sum(counts[k] for k in ("keep", "reject", "review", "unreadable"))
+        judged = sum(counts[k] for k in ("keep", "reject", "review", "unreadable", "not_image"))
         return (
             f"judged {judged} (keep {counts['keep']}, reject {counts['reject']}, "
             f"review {counts['review']}, unreadable {counts['unreadable']}, "
-            f"errors {counts['error']}); "
+            f"not an image {counts['not_image']}, errors {counts['error']}); "
             f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}"
         )
 
@@ -110,7 +124,16 @@ class Guard:
 
     def run(self) -> int:
         """Load, recover, watch, and on SIGTERM/SIGINT stop cleanly. Returns the exit code."""
-        self.folders.root.mkdir(parents=True, exist_ok=True)
+        if not self.folders.root.is_dir():
+            if not self.config.watch.create_inbox:
+                # A misspelt inbox must not become a new, guarded, empty folder.
+                self._log.error(
+                    "no_inbox",
+                    inbox=str(self.folders.root),
+                    hint="create it, or set [watch] create_inbox = true",
+                )
+                return ExitCode.CONFIG
+            self.folders.root.mkdir(parents=True, exist_ok=True)
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -130,6 +153,7 @@ class Guard:
                 reconcile=worker.request_reconcile,
             )
             observer.start()
+            self._observer = observer
             worker.request_reconcile("start")
             worker.start()
             while not worker.started.wait(TICK):
@@ -145,7 +169,9 @@ class Guard:
                 self._log.info("stopped_while_loading")
                 return ExitCode.OK
             self._notifier.ready(status=self.status_line())
-            self._log.info("ready", inbox=str(self.folders.root))
+            self._log.info("ready", inbox=str(self.folders.root), dry_run=self.dry_run)
+            self._inbox_identity = _identity(self.folders.root)
+            self._audit_watches()
             self._serve_metrics()
             self._main_loop()
             self._notifier.stopping(status="stopping: finishing the current file")
@@ -165,9 +191,27 @@ class Guard:
             self._log.error("stop_timeout", seconds=self.config.watch.stop_timeout)
             return ExitCode.FAILURE
         if worker.failure is not None:
+            return exit_code(worker.failure)  # a ledger deleted or replaced: 5
+        if self._inbox_lost:
             return ExitCode.FAILURE
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
+
+    def _audit_watches(self) -> None:
+        """Each folder inotify could not watch is an error and a metric, and is polled."""
+        if self._observer is None:
+            return
+        for folder in self._observer.audit():
+            self._log.error(
+                "watch_failed",
+                path=str(folder),
+                reason="inotify could not watch this folder (fs.inotify.max_user_watches?); "
+                "polled every poll_interval instead",
+            )
+            if self._metrics is not None:
+                self._metrics.watch_failures.inc()
+        if self._metrics is not None:
+            self._metrics.unwatched.set(len(self._observer.unwatched))
 
     def _serve_metrics(self) -> None:
         if self._metrics is None:
@@ -186,12 +230,26 @@ class Guard:
         watch = self.config.watch
         worker = self.worker
         ping_every = self._notifier.watchdog_interval
-        next_ping = next_status = time.monotonic()
+        next_ping = next_status = next_poll = next_audit = time.monotonic()
         next_reconcile = time.monotonic() + watch.reconcile_interval
+        observer = self._observer
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
+            if _identity(self.folders.root) != self._inbox_identity:
+                # Renamed, deleted or replaced: the watches follow the old folder (or
+                # nothing). Exit non-zero; systemd restarts the guard on the inbox
+                # path as configured, or the start fails loudly if it is gone.
+                self._log.error("inbox_lost", inbox=str(self.folders.root))
+                self._inbox_lost = True
+                return
             if self._reload:
                 self._apply_reload()
+            if observer is not None and observer.audit_due.is_set() and now >= next_audit:
+                self._audit_watches()  # walks the inbox: at most once a second
+                next_audit = now + 1.0
+            if observer is not None and observer.unwatched and now >= next_poll:
+                observer.poll_unwatched()
+                next_poll = now + watch.poll_interval
             if self.settler:
                 self.settler.release()
             if now >= next_reconcile:

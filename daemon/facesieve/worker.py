@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .analyzer import MAX_BATCH, FaceModel, timed_load
@@ -44,8 +44,12 @@ class Worker:
         *,
         defer: Callable[[list[Path]], None],
         metrics: Metrics | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
+        # Judge and log only: no ledger, nothing moved; what was judged is kept in memory.
+        self.dry_run = dry_run
+        self._dry_seen: dict[Path, tuple[int, int]] = {}
         self.inbox = inbox
         self.metrics = metrics
         self.stopping = threading.Event()
@@ -110,11 +114,13 @@ class Worker:
                 self.metrics.models_loaded(seconds)
             if self.stopping.is_set():
                 return  # stopped while loading: the ledger is not even opened
-            ledger = Ledger(self.inbox.folders.ledger)
-            applier = Applier(folders=self.inbox.folders, ledger=ledger)
+            if not self.dry_run:
+                ledger = Ledger(self.inbox.folders.ledger)
+            applier = Applier(folders=self.inbox.folders, ledger=ledger, dry_run=self.dry_run)
             recovered = applier.recover()
-            self._log.info("worker_ready", recovered=recovered)
-            self._log_stale(ledger, analyzer)
+            self._log.info("worker_ready", recovered=recovered, dry_run=self.dry_run)
+            if ledger is not None:
+                self._log_stale(ledger, analyzer)
         except BaseException as error:  # noqa: BLE001 - reported to the main thread
             self.failure = error
             self.started.set()
@@ -125,11 +131,16 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 self.heartbeat = time.monotonic()
+                if ledger is not None:
+                    # Deleted or replaced under us: every later decision would be
+                    # lost. Stop (exit 5) rather than guard without a record.
+                    ledger.ensure_unchanged()
                 if self._pending_config is not None:
                     self.config, self._pending_config = self._pending_config, None
                     # A policy that now requires a gender loads the gender model here.
                     analyzer.use_gender(self.config.policy.require != "face")
-                    self._log_stale(ledger, analyzer)
+                    if ledger is not None:
+                        self._log_stale(ledger, analyzer)
                 if self._reconcile.is_set():
                     self._reconcile.clear()
                     self._reconcile_pass(analyzer, applier)
@@ -151,7 +162,8 @@ class Worker:
             self._log.exception("worker_failed")
             self.stopping.set()
         finally:
-            ledger.close()
+            if ledger is not None:
+                ledger.close()
 
     def _log_stale(self, ledger: Ledger, analyzer: FaceModel) -> None:
         """How many files were decided under another policy (at start, after SIGHUP)."""
@@ -160,6 +172,8 @@ class Worker:
 
     def _judge(self, analyzer: FaceModel, applier: Applier, paths: Iterable[Path]) -> None:
         config = self.config
+        if self.dry_run:
+            paths = self._not_seen_dry(paths)
         for result in judge_many(
             paths,
             analyzer,
@@ -170,6 +184,18 @@ class Worker:
         ):
             self._count(applier.apply(result, config.actions))
             self.heartbeat = time.monotonic()
+
+    def _not_seen_dry(self, paths: Iterable[Path]) -> Iterator[Path]:
+        """Dry run: the ledger's memory of what was judged, kept in memory instead."""
+        for path in paths:
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            state = (info.st_size, info.st_mtime_ns)
+            if self._dry_seen.get(path) != state:
+                self._dry_seen[path] = state
+                yield path
 
     def _reconcile_pass(self, analyzer: FaceModel, applier: Applier) -> None:
         """Judge every candidate in the inbox that has no recorded decision."""
