@@ -265,6 +265,7 @@ def test_sigterm_while_the_models_load_never_reports_ready(tmp_path: Path) -> No
     import socket
 
     inbox = tmp_path / "inbox"
+    inbox.mkdir()
     address = str(tmp_path / "notify.sock")
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(address)
