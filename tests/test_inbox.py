@@ -21,12 +21,18 @@ def build(inbox: Path, names: list[str]) -> None:
         path.write_bytes(b"not judged here")
 
 
-CANDIDATES = ["a.jpg", "B.PNG", "sub/c.webp", "sub/deeper/d.jpeg"]
+CANDIDATES = [
+    "a.jpg",
+    "B.PNG",
+    "notes.txt",  # any name: the judge reads the bytes (not_image, or an image)
+    ".cache/e.jpg",  # a hidden folder is judged: ignore matches a file's own name
+    "x.part/y.jpg",  # a folder named like a temporary file: its files are judged
+    "sub/c.webp",
+    "sub/deeper/d.jpeg",
+]
 NOT_CANDIDATES = [
-    "notes.txt",  # not an image extension
     "upload.jpg.part",  # a temporary name (default ignore)
     ".hidden.jpg",  # a hidden name (default ignore)
-    ".cache/e.jpg",  # inside a hidden folder
     "draft_f.jpg",  # the configured ignore pattern
     "drafts_folder/draft_g.jpg",
     "skipped/h.jpg",  # watch.exclude
@@ -55,9 +61,17 @@ def test_walk_and_accepts_agree(tmp_path: Path) -> None:
     for folders in (watch_folders(config), config.resolve_folders(inbox)):
         candidates = Inbox.of(config, folders)
         walked = list(candidates.walk())
-        assert walked == [inbox / name for name in ("B.PNG", "a.jpg")] + [
-            inbox / "sub" / "c.webp",
-            inbox / "sub" / "deeper" / "d.jpeg",
+        assert walked == [
+            inbox / name
+            for name in (
+                "B.PNG",
+                "a.jpg",
+                "notes.txt",
+                ".cache/e.jpg",
+                "sub/c.webp",
+                "sub/deeper/d.jpeg",
+                "x.part/y.jpg",
+            )
         ]
         everything = [p for p in inbox.rglob("*") if p.is_file() and not p.is_symlink()]
         assert sorted(p for p in everything if candidates.accepts(p)) == sorted(walked)
