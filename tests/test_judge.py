@@ -22,9 +22,11 @@ from facesieve.policy import Verdict
 
 from .conftest import DATA, labelled
 
-_EXAMPLE_ARGS: dict[type[Exception], tuple[str, ...]] = {
+_EXAMPLE_ARGS: dict[type[Exception], tuple[object, ...]] = {
     errors.ConfigError: ("policy.require", "must be face, man or woman"),
     errors.ModelLoadError: ("mtcnn", "weights not present"),
+    # size, limit, then the file's mtime_ns, mode, ctime_ns, dev and ino
+    errors.FileTooLargeError: (300, 200, 17, 0o100644, 18, 2049, 77),
 }
 
 
