@@ -123,7 +123,10 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         try:
             raw = read_file(Path(row.destination), max_bytes=config.images.max_file_bytes)
             decoded = decode_image(
-                raw.data, max_pixels=config.images.max_pixels, max_side=_IMAGE_SIDE
+                raw.data,
+                max_pixels=config.images.max_pixels,
+                max_side=_IMAGE_SIDE,
+                max_scans=config.images.max_jpeg_scans,  # a scan bomb in review stays unopened
             )
         except FacesieveError as error:
             return _error(404, str(error))
