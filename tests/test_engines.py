@@ -8,6 +8,7 @@ cluster a scan starts itself).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -71,11 +72,18 @@ def _many(root: Path, count: int, *, folders: int = 6) -> None:
         shutil.copy2(sources[n % len(sources)], folder / f"img{n:04d}.jpg")
 
 
+def _exact_path(record: dict[str, Any]) -> bytes:
+    # A name that is not UTF-8 is printed readably; its exact bytes are in path_bytes.
+    if "path_bytes" in record:
+        return base64.b64decode(record["path_bytes"])
+    return os.fsencode(record["path"])
+
+
 def _verdicts(records: list[dict[str, Any]], root: Path) -> dict[str, str]:
     return {
-        os.path.relpath(os.fsencode(r["path"]), os.fsencode(root)).decode(
-            "utf-8", "surrogateescape"
-        ): r["verdict"]
+        os.path.relpath(_exact_path(r), os.fsencode(root)).decode("utf-8", "surrogateescape"): r[
+            "verdict"
+        ]
         for r in records
     }
 

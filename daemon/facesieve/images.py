@@ -135,7 +135,7 @@ def sniff_format(data: bytes) -> str | None:
     extension is a JPEG, and a video or a document named `.jpg` is not an image.
     """
     head = data[:32]
-    if head.startswith(b"\xff\xd8\xff"):
+    if head.startswith(b"\xff\xd8"):  # SOI: a JPEG, if perhaps a broken one
         return "JPEG"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
