@@ -480,7 +480,10 @@ def test_a_killed_driver_then_a_rerun_equal_a_clean_run_and_leave_no_ray_process
     finally:
         watch.stop()
         _stop(again)
-    assert watch.seen and _outlived(watch) == [], "Ray processes outlived the rerun"
+    # Under load the killed driver may have acted on every file before it died; the
+    # rerun then has nothing to judge and rightly starts no cluster.
+    assert watch.seen or not rerun, "the rerun judged files, but no Ray process was seen"
+    assert _outlived(watch) == [], "Ray processes outlived the rerun"
     reference = _scan(str(clean), "--workers", "1", "--json")
     assert reference.returncode == 0
     print(
