@@ -200,7 +200,9 @@ def test_restore_all_puts_files_back_and_the_engine_knows_them(
             for r, d in zip(restores, (rejected, review, unreadable), strict=True)
         )
         # Each file back in place is known: a scan or the daemon leaves it alone.
-        engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+        # No grace for unreadable bytes: this test rewrites a file and judges it at once.
+        config = Config.model_validate({"images": {"unreadable_grace_seconds": 0}})
+        engine = Engine(config, NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
         for path in (kept.path, rejected.path, review.path, unreadable.path):
             assert engine.process(Path(path)).status is Status.KNOWN
         # ...until its content changes.

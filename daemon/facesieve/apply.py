@@ -7,7 +7,6 @@ Only `actions` touches files; this module decides which call to make and records
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,19 +15,23 @@ from typing import Any
 
 from .actions import (
     Action,
-    delete_file,
+    Places,
+    check_unchanged,
+    delete_held,
     free_destination,
-    move_file,
+    identity_of,
+    move_held,
     plan,
     remove_partials,
     resume_move,
 )
 from .config import ActionsConfig, ResolvedFolders
-from .errors import ActionError, LedgerError
+from .errors import ActionError, ChangedError, ImageAccessError, LedgerError
 from .judge import Judgement, NotJudged, Seen, Status
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
 from .policy import Face, Verdict
+from .safefs import Folder, HeldFile, Identity, is_symlink_refusal
 
 __all__ = ["Applier", "Outcome"]
 
@@ -47,6 +50,7 @@ class Outcome:
     elapsed_ms: float = 0.0
     sha256: str | None = None
     size: int | None = None
+    retry_in: float | None = None  # DEFERRED: seconds until it is worth another look
 
     def as_dict(self, *, with_action: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -75,13 +79,27 @@ class Applier:
         ledger: Ledger | None = None,
         dry_run: bool = False,
         rejudge: Callable[[LedgerRow], bool] | None = None,
+        unreadable_grace: float = 0.0,
+        mode: int = 0o640,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
         self.dry_run = dry_run
         # Decisions to judge again although the file is unchanged (`scan --rejudge`).
         self.rejudge = rejudge
+        # "unreadable" on a file changed less than this long ago is provisional
+        # ([images] unreadable_grace_seconds): maybe an upload written in pieces.
+        self.unreadable_grace = unreadable_grace
         self._log = get_logger()
+        # The inbox and facesieve's folders, held by descriptor: every action works
+        # relative to them and never follows a symlink.
+        self.places = Places(folders, mode=mode) if folders is not None else None
+        if self.places is not None and not dry_run:
+            self.places.check_state_folders()
+
+    def close(self) -> None:
+        if self.places is not None:
+            self.places.close()
 
     def seen(self, path: Path) -> Seen | None:
         """The recorded decision that left a file at `path` in place, if any."""
@@ -92,7 +110,15 @@ class Applier:
             return None
         if self.rejudge is not None and self.rejudge(row):
             return None
-        return Seen(row.size, row.mtime_ns, row.sha256, f"ledger #{row.id}")
+        return Seen(
+            row.size,
+            row.mtime_ns,
+            row.sha256,
+            f"ledger #{row.id}",
+            dev=row.dev,
+            ino=row.ino,
+            ctime_ns=row.ctime_ns,
+        )
 
     def apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
         """Act on one judgement as `actions` says, record it, and log it. Never raises
@@ -139,14 +165,64 @@ class Applier:
         outcome = replace(outcome, action=action.value, destination=destination)
         if self.dry_run:
             return outcome
+        assert self.places is not None
+        judged = Identity(
+            judgement.dev, judgement.ino, judgement.size, judgement.mtime_ns, judgement.ctime_ns
+        )
+        young = self.unreadable_grace - (time.time_ns() - judgement.ctime_ns) / 1e9
+        if verdict is Verdict.UNREADABLE and young > 0:
+            # Maybe an upload written in pieces: look again, never act on a piece.
+            return self._deferred(outcome, "unreadable but changed moments ago", young)
+        held = self._hold(path, judged)
+        if isinstance(held, Outcome):
+            return replace(outcome, status=held.status, reason=held.reason, destination=None)
+        with held:
+            return self._act_on(held, judgement, outcome, action, folder, destination, folders)
+
+    def _hold(self, path: Path, judged: Identity) -> HeldFile | Outcome:
+        """The judged file, opened from the held root, if its name still refers to it."""
+        assert self.places is not None
+        root = self.places.root
         try:
-            info = os.lstat(path)
-        except OSError:
-            return replace(outcome, status=Status.SKIPPED, reason="vanished while judged")
-        if (info.st_size, info.st_mtime_ns) != (judgement.size, judgement.mtime_ns):
-            return replace(
-                outcome, status=Status.SKIPPED, reason="changed while judged; judged again later"
+            parts = root.parts(path)[:-1]
+            folder_fd = root.open_folder(parts)
+        except ValueError:
+            return Outcome(path, Status.SKIPPED, reason="outside the folder: never touched")
+        except OSError as error:
+            why = (
+                "a folder on its path is a symlink: never followed"
+                if is_symlink_refusal(error)
+                else f"its folder is gone: {error.strerror}"
             )
+            return self._deferred(Outcome(path, Status.DECIDED), why)
+        try:
+            held = HeldFile(path, folder_fd, path.name)
+        except ImageAccessError as error:
+            return self._deferred(Outcome(path, Status.DECIDED), str(error))
+        if held.identity != judged:
+            held.close()
+            return self._deferred(
+                Outcome(path, Status.DECIDED), "it is not the file judged any more"
+            )
+        held.parts = parts
+        return held
+
+    def _act_on(
+        self,
+        held: HeldFile,
+        judgement: Judgement,
+        outcome: Outcome,
+        action: Action,
+        folder: Path | None,
+        destination: Path | None,
+        folders: ResolvedFolders,
+    ) -> Outcome:
+        assert self.places is not None
+        path, root, parts = judgement.path, self.places.root, held.parts
+        try:
+            check_unchanged(held, root, parts)
+        except ChangedError as error:
+            return self._deferred(outcome, str(error))
         row_id = None
         if self.ledger is not None:
             self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
@@ -158,20 +234,33 @@ class Applier:
                 mode=judgement.mode,
                 sha256=judgement.sha256,
                 faces=[f.as_dict() for f in judgement.faces],
-                verdict=verdict.value,
+                verdict=judgement.verdict.value,
                 reason=judgement.reason,
                 action=action.value,
                 destination=destination,
                 models=judgement.models,
                 elapsed_ms=round(judgement.elapsed_ms, 1),
                 policy=judgement.policy_fingerprint,
+                identity=held.identity,
             )
         try:
             landed: Path | None = None
-            if destination is not None:
-                landed = move_file(path, destination)
+            if destination is not None and folder is not None:
+                landed = move_held(
+                    held,
+                    root,
+                    parts,
+                    destination,
+                    self.places.state_folder(folder),
+                    mode=self.places.mode,
+                    sha256=judgement.sha256,
+                )
             elif action is Action.DELETE:
-                delete_file(path)
+                delete_held(held, root, parts, sha256=judgement.sha256)
+        except ChangedError as error:
+            if self.ledger is not None and row_id is not None:
+                self.ledger.fail(row_id, f"changed while acted on, nothing done: {error}")
+            return self._deferred(outcome, str(error))
         except ActionError as error:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, str(error))
@@ -180,41 +269,87 @@ class Applier:
             self.ledger.complete(row_id, landed)
         return replace(outcome, destination=landed)
 
+    def _deferred(self, outcome: Outcome, why: str, retry_in: float = 0.5) -> Outcome:
+        return replace(
+            outcome,
+            status=Status.DEFERRED,
+            reason=f"{why}: nothing done, judged again",
+            destination=None,
+            retry_in=retry_in,
+        )
+
     def recover(self) -> int:
         """Settle every action a crash left half-done; returns how many were pending.
 
         After it, each file is in exactly one place and its ledger row says which:
         a move that happened is completed (its source unlinked if it lingered), one
         that did not is marked failed so the file, still in the inbox, is judged again.
+        A lingering source is unlinked only if it is still the judged inode with the
+        judged bytes, and no later row shows it judged or restored since.
         """
-        if self.ledger is None or self.folders is None:
+        if self.ledger is None or self.folders is None or self.places is None:
             return 0
         for folder in self.folders.managed():
             for partial in remove_partials(folder):
                 self._log.warning("partial_removed", path=str(partial))
         pending = self.ledger.pending()
         for row in pending:
-            source = Path(row.path)
-            if row.action == Action.DELETE:
-                done = not os.path.lexists(source)
-                landed = None
-            elif row.destination is not None and row.destination != row.path:
-                landed = resume_move(source, Path(row.destination), row.sha256)
-                done = landed is not None
-            else:
-                done, landed = True, None
+            done, landed, why = self._settle(row)
             if done:
-                self.ledger.complete(row.id, landed)
+                identity = None
+                if row.is_restore and landed is not None:
+                    identity = identity_of(landed, self._base(landed))
+                self.ledger.complete(row.id, landed, identity)
             else:
-                self.ledger.fail(row.id, "interrupted before the action; judged again")
+                self.ledger.fail(row.id, why)
             self._log.warning(
                 "recovered",
                 path=row.path,
                 action=row.action,
                 completed=done,
                 destination=None if landed is None else str(landed),
+                reason=why,
             )
         return len(pending)
+
+    def _base(self, path: Path) -> Folder | None:
+        """The held folder below which `path` lies; None (walk from `/`) when outside all."""
+        assert self.places is not None
+        try:
+            base, _ = self.places.base_of(path)
+        except ValueError:
+            return None
+        return base
+
+    def _settle(self, row: LedgerRow) -> tuple[bool, Path | None, str]:
+        """(completed?, where the file landed, why not) for one pending row."""
+        assert self.ledger is not None
+        source = Path(row.path)
+        interrupted = "interrupted before the action; judged again"
+        later = [] if row.is_restore else self.ledger.later_rows(row)
+        if row.action == Action.DELETE:
+            now = identity_of(source, self._base(source))
+            if now is None or (row.inode is not None and (now.dev, now.ino) != row.inode):
+                return True, None, ""
+            return False, None, interrupted
+        if row.destination is None or row.destination == row.path:
+            return True, None, ""
+        destination = Path(row.destination)
+        landed = resume_move(
+            source,
+            destination,
+            row.sha256,
+            source_base=self._base(source),
+            planned_base=self._base(destination),
+            inode=row.inode,
+            drop_source=not later,
+        )
+        if landed is None:
+            return False, None, interrupted
+        if later:
+            # Judged or restored since: its file is someone's again; touch nothing.
+            return False, None, f"superseded by ledger #{later[0].id}; files left as they are"
+        return True, landed, ""
 
     def _report(self, outcome: Outcome, models: dict[str, str] | None) -> Outcome:
         fields: dict[str, Any] = {"path": str(outcome.path), "reason": outcome.reason}
@@ -238,6 +373,8 @@ class Applier:
             self._log.debug("known", **fields)
         elif outcome.status is Status.SKIPPED:
             self._log.info("skipped", **fields)
+        elif outcome.status is Status.DEFERRED:
+            self._log.info("deferred", **fields, retry_in=outcome.retry_in)
         else:
             self._log.warning("not_judged", **fields)
         return outcome

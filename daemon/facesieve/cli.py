@@ -403,7 +403,17 @@ class _StopOnSignal:
         self.stop.set()
 
 
-_SUMMARY = ("keep", "reject", "review", "unreadable", "not_image", "known", "skipped", "error")
+_SUMMARY = (
+    "keep",
+    "reject",
+    "review",
+    "unreadable",
+    "not_image",
+    "known",
+    "skipped",
+    "deferred",
+    "error",
+)
 
 
 def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
@@ -420,7 +430,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     started = time.perf_counter()
     judged = 0
     with _StopOnSignal() as signals, records_stream(args.engine) as records:
-        paths = candidates(args, config, folders)
+        paths = candidates(args, config, folders, signals.stop.is_set)
         results = outcomes(args, config, folders, paths, signals.stop.is_set)
         bar = tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, desc="scan")
         try:

@@ -138,6 +138,9 @@ class ActionsConfig(_Section):
     unreadable: Literal["quarantine", "review", "keep", "delete"] = "quarantine"
     # A file in the inbox whose bytes are no image (a video, a document, noise).
     not_image: Literal["quarantine", "review", "keep", "delete"] = "quarantine"
+    # The widest permission bits a copy across filesystems gets; the source's bits
+    # count too (the narrower wins), and setuid, setgid and sticky never survive.
+    mode: Annotated[int, Field(ge=0, le=0o777)] = 0o640
 
 
 class ModelsConfig(_Section):
@@ -174,6 +177,9 @@ class ImagesConfig(_Section):
     # Cameras write 1 (baseline) to ~10-20 (progressive) JPEG scans; thousands of
     # tiny scans make libjpeg decode for minutes. More than this is refused unread.
     max_jpeg_scans: Annotated[int, Field(ge=1, le=100_000)] = 100
+    # "unreadable" on a file changed less than this long ago is provisional: it may
+    # be an upload written in pieces, so it is looked at again instead of acted on.
+    unreadable_grace_seconds: Annotated[float, Field(ge=0, le=86400)] = 10.0
 
     @model_validator(mode="after")
     def _normalise_extensions(self) -> ImagesConfig:
@@ -384,14 +390,16 @@ class Config(_Section):
                 and nothing would ever be judged.
         """
         root = root.resolve()
+        # The defaults are not resolved: `.facesieve` lies in a folder others write
+        # to, and a symlink planted there must be refused when opened, not followed.
         state = root / ".facesieve"
         folders = self.folders
         resolved = ResolvedFolders(
             root=root,
-            quarantine=(folders.quarantine or state / "quarantine").resolve(),
-            review=(folders.review or state / "review").resolve(),
+            quarantine=folders.quarantine.resolve() if folders.quarantine else state / "quarantine",
+            review=folders.review.resolve() if folders.review else state / "review",
             accepted=folders.accepted.resolve() if folders.accepted else None,
-            ledger=(self.ledger.path or state / "ledger.sqlite3").resolve(),
+            ledger=self.ledger.path.resolve() if self.ledger.path else state / "ledger.sqlite3",
             state=state,
             excluded=tuple(p.resolve() for p in self.watch.exclude),
         )

@@ -37,7 +37,17 @@ class Engine:
     ) -> None:
         self.config = config
         self.analyzer = analyzer
-        self.applier = Applier(folders=folders, ledger=ledger, dry_run=dry_run, rejudge=rejudge)
+        self.applier = Applier(
+            folders=folders,
+            ledger=ledger,
+            dry_run=dry_run,
+            rejudge=rejudge,
+            unreadable_grace=config.images.unreadable_grace_seconds,
+            mode=config.actions.mode,
+        )
+
+    def close(self) -> None:
+        self.applier.close()
 
     def process(self, path: Path) -> Outcome:
         """Judge one file and, with folders set, act on it and record the decision."""

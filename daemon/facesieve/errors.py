@@ -12,17 +12,20 @@ from enum import IntEnum
 __all__ = [
     "ActionError",
     "AlreadySettledError",
+    "ChangedError",
     "ConfigError",
     "DecodeInterruptedError",
     "ExitCode",
     "FacesieveError",
     "FileTooLargeError",
     "ImageAccessError",
+    "LedgerBusyError",
     "LedgerError",
     "ModelLoadError",
     "RestoreConflictError",
     "SettleError",
     "UnreadableImageError",
+    "UnsafeFolderError",
     "WorkerError",
     "exit_code",
     "exit_message",
@@ -107,6 +110,26 @@ class LedgerError(FacesieveError):
     """The decision ledger cannot be opened or written."""
 
 
+class LedgerBusyError(LedgerError):
+    """Another `scan` or `watch` holds the ledger: two writers would record files twice."""
+
+
+class UnsafeFolderError(FacesieveError):
+    """A folder facesieve writes its own files into is a symlink, or someone else's.
+
+    An uploader who can plant `.facesieve` or a quarantine folder could otherwise
+    make facesieve write its ledger and quarantined files wherever they like.
+    """
+
+
+class ChangedError(FacesieveError):
+    """The file changed between being judged and being acted on, or while it was read.
+
+    Not a verdict and not a failure: nothing was done, and the file is judged again
+    once it is quiet.
+    """
+
+
 class ActionError(FacesieveError):
     """A keep/move/delete action failed; the file is left where it was."""
 
@@ -134,6 +157,8 @@ class AlreadySettledError(SettleError):
 # Typed errors become exit codes here and nowhere else. First match wins.
 _EXITS: tuple[tuple[type[FacesieveError], ExitCode, str], ...] = (
     (ConfigError, ExitCode.CONFIG, "config error: "),
+    # A planted or symlinked state folder: a person must look; restarting will not help.
+    (UnsafeFolderError, ExitCode.CONFIG, "unsafe folder: "),
     (ModelLoadError, ExitCode.MODEL, ""),
     (LedgerError, ExitCode.LEDGER, "ledger error: "),
     (FacesieveError, ExitCode.FAILURE, ""),

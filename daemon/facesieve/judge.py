@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,16 +25,18 @@ from .analyzer import MAX_BATCH, FaceModel
 from .config import ImagesConfig, PolicyConfig
 from .decoder import shared_decoder
 from .errors import (
+    ChangedError,
     DecodeInterruptedError,
     FileTooLargeError,
     ImageAccessError,
     LedgerError,
     UnreadableImageError,
 )
-from .images import DecodedImage, RawFile, file_sha256, read_file, sniff_format
+from .images import DecodedImage, RawFile, file_sha256, sniff_format
 from .ledger import policy_fingerprint
 from .logs import get_logger
 from .policy import Face, Verdict, decide, not_image, unreadable
+from .safefs import HeldFile, Identity, is_symlink_refusal, open_path
 
 __all__ = [
     "Judgement",
@@ -55,6 +56,9 @@ class Status(StrEnum):
     KNOWN = "known"  # decided before and unchanged since: not judged again
     SKIPPED = "skipped"  # never judged: a symlink, not a regular file, gone
     ERROR = "error"  # could not be judged or acted on; the file is where it was
+    # Not judged or not acted on yet: being written, changed while judged, or
+    # unreadable while young. Nothing was done; it is looked at again later.
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,25 @@ class Seen:
     mtime_ns: int
     sha256: str
     source: str  # where it was recorded, for the reason: "ledger #12"
+    # The inode and its ctime (None in rows written before they were recorded):
+    # only the same inode with the same ctime proves the bytes unchanged without
+    # reading them; size and mtime alone anyone who can write the file can forge.
+    dev: int | None = None
+    ino: int | None = None
+    ctime_ns: int | None = None
+
+    def same_stat(self, identity: Identity) -> bool:
+        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
+            identity.dev,
+            identity.ino,
+            identity.size,
+            identity.mtime_ns,
+            identity.ctime_ns,
+        )
+
+    def same_content(self, sha256: str, dev: int, ino: int) -> bool:
+        """Same bytes, and the same inode unless the row predates inodes in the ledger."""
+        return self.sha256 == sha256 and (self.ino is None or (self.dev, self.ino) == (dev, ino))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +149,33 @@ class Read:
 def _absolute(path: Path) -> Path:
     # abspath, not resolve(): a symlink must stay the symlink, never its target.
     return Path(os.path.abspath(path))
+
+
+def _hold(path: Path) -> HeldFile | NotJudged:
+    """Open `path` once, every folder from `/` without following a symlink.
+
+    Configured folders are resolved when the config loads, so a symlink on the way
+    was put there by someone who can write the inbox: never followed.
+    """
+    try:
+        folder = open_path(path.parent)
+    except FileNotFoundError:
+        return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
+    except OSError as error:
+        if is_symlink_refusal(error):
+            return NotJudged(
+                path, Status.SKIPPED, "a folder on its path is a symlink: never followed"
+            )
+        return NotJudged(path, Status.ERROR, f"cannot open its folder: {error.strerror}")
+    try:
+        return HeldFile(path, folder, path.name)
+    except ImageAccessError as error:
+        reason = str(error)
+        if reason.startswith("vanished"):
+            return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
+        if "symlink" in reason or "not a regular file" in reason:
+            return NotJudged(path, Status.SKIPPED, reason)
+        return NotJudged(path, Status.ERROR, reason)
 
 
 def read(
@@ -176,28 +226,35 @@ def _read(
 ) -> Read | NotJudged:
     started = time.perf_counter()
     if isinstance(source, Path):
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
-        except OSError as error:
-            return NotJudged(path, Status.ERROR, f"cannot stat: {error.strerror}")
-        if stat.S_ISLNK(info.st_mode):
-            return NotJudged(path, Status.SKIPPED, "symlink: never followed")
-        if not stat.S_ISREG(info.st_mode):
-            return NotJudged(path, Status.SKIPPED, "not a regular file")
-        if seen is not None and (seen.size, seen.mtime_ns) == (info.st_size, info.st_mtime_ns):
-            return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
-        try:
-            raw = read_file(path, max_bytes=images.max_file_bytes)
-        except FileTooLargeError as error:
-            return _too_large(path, error, started)
-        except ImageAccessError as error:
-            return NotJudged(path, Status.ERROR, str(error))
+        opened = _hold(path)
+        if isinstance(opened, NotJudged):
+            return opened
+        with opened as held:
+            if seen is not None and seen.same_stat(held.identity):
+                return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
+            try:
+                data = held.read(images.max_file_bytes)
+            except ChangedError as error:
+                return NotJudged(path, Status.DEFERRED, str(error))
+            except FileTooLargeError as error:
+                return _too_large(path, error, started)
+            except ImageAccessError as error:
+                return NotJudged(path, Status.ERROR, str(error))
+            identity = held.identity
+            raw = RawFile(
+                path=path,
+                data=data,
+                size=len(data),
+                mtime_ns=identity.mtime_ns,
+                mode=held.mode,
+                ctime_ns=identity.ctime_ns,
+                dev=identity.dev,
+                ino=identity.ino,
+            )
     else:
         raw = source
     sha256 = hashlib.sha256(raw.data).hexdigest()
-    if seen is not None and seen.sha256 == sha256:
+    if seen is not None and seen.same_content(sha256, raw.dev, raw.ino):
         return NotJudged(path, Status.KNOWN, f"content unchanged ({seen.source})")
     image: DecodedImage | None = None
     why = ""

@@ -23,10 +23,12 @@ can tell which files were decided under another one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,9 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import AlreadySettledError, LedgerError
+from .errors import AlreadySettledError, LedgerBusyError, LedgerError, UnsafeFolderError
 from .paths import from_sql as path_from_sql
 from .paths import readable, to_sql
+from .safefs import Identity
 
 __all__ = [
     "RESTORE",
@@ -47,7 +50,7 @@ __all__ = [
     "policy_fingerprint",
 ]
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -84,6 +87,12 @@ _ADDED_COLUMNS = {
     "undone_by": "INTEGER",  # a human verdict: the undo row that took it back
     "policy_fingerprint": "TEXT",
     "models_fingerprint": "TEXT",
+    # Version 4: the inode judged (or, for a restore, the inode put back) and its
+    # ctime, so that "already decided" means the same inode, not just the same size
+    # and mtime, which anyone who can write the file can forge.
+    "dev": "INTEGER",
+    "ino": "INTEGER",
+    "ctime_ns": "INTEGER",
 }
 _ADDED_INDEXES = [
     "CREATE INDEX IF NOT EXISTS decisions_ref ON decisions (ref) WHERE ref IS NOT NULL",
@@ -136,6 +145,9 @@ class LedgerRow:
     undone_by: int | None = None
     policy_fingerprint: str | None = None
     models_fingerprint: str | None = None
+    dev: int | None = None
+    ino: int | None = None
+    ctime_ns: int | None = None
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row) -> LedgerRow:
@@ -152,6 +164,23 @@ class LedgerRow:
     def left_in_place(self) -> bool:
         """Whether the decided file stayed at `path` (kept, or not acted on)."""
         return self.destination is None or self.destination == self.path
+
+    @property
+    def inode(self) -> tuple[int, int] | None:
+        """(device, inode) of the file judged or restored; None in rows from before v4."""
+        if self.dev is None or self.ino is None:
+            return None
+        return self.dev, self.ino
+
+    def same_identity(self, identity: Identity) -> bool:
+        """Whether a file's stat proves it untouched since this row: inode, size and times."""
+        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
+            identity.dev,
+            identity.ino,
+            identity.size,
+            identity.mtime_ns,
+            identity.ctime_ns,
+        )
 
     @property
     def is_restore(self) -> bool:
@@ -188,9 +217,19 @@ class Ledger:
     (see `shards.py`) take disjoint ranges, so that an id names one row in all of them.
     """
 
-    def __init__(self, path: Path, *, id_base: int = 0) -> None:
+    def __init__(self, path: Path, *, id_base: int = 0, exclusive: bool = False) -> None:
+        """Open (creating) the ledger; `exclusive`: as its one writer of decisions.
+
+        Raises:
+            LedgerBusyError: `exclusive`, and another scan or watch holds it.
+            UnsafeFolderError: `exclusive`, and its folder is a symlink or someone else's.
+            LedgerError: it cannot be opened.
+        """
         self.path = path
         self.id_base = id_base
+        self._lock_fd = -1
+        if exclusive:
+            self._lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
@@ -260,8 +299,54 @@ class Ledger:
             self._db.execute("ROLLBACK")
             raise
 
+    def _lock(self) -> None:
+        """Hold an exclusive lock beside the ledger for as long as it is open.
+
+        Two writers would judge the same files at once and record them twice; a
+        second `scan`, or a `scan` beside a `watch`, is refused instead.
+        """
+        from .actions import open_state_folder  # the one module that creates folders
+
+        lock = self.path.name + ".lock"
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            folder = open_state_folder(self.path.parent)
+        except OSError as error:
+            raise LedgerError(f"cannot open {self.path.parent}: {error}") from error
+        try:
+            ledger = os.stat(self.path.name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(ledger.st_mode) or ledger.st_uid not in (os.geteuid(), 0):
+                os.close(folder)
+                raise UnsafeFolderError(
+                    f"{self.path} is not a regular file of this user: refusing to write to it"
+                )
+        try:
+            fd = os.open(lock, flags, 0o600, dir_fd=folder)
+        except OSError as error:
+            raise LedgerError(f"cannot open the lock {self.path}.lock: {error}") from error
+        finally:
+            os.close(folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise LedgerBusyError(
+                f"{self.path} is in use by another scan or watch (pid {holder}); "
+                "one writer at a time: wait for it, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     def close(self) -> None:
         self._db.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def __enter__(self) -> Ledger:
         return self
@@ -312,6 +397,7 @@ class Ledger:
         models: Mapping[str, str],
         elapsed_ms: float,
         policy: str | None = None,
+        identity: Identity | None = None,
     ) -> int:
         """Record a decision and its intended action, before the action runs.
 
@@ -320,10 +406,10 @@ class Ledger:
         cursor = self._write(
             """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
                    verdict, reason, action, destination, state, models, elapsed_ms, decided_at,
-                   policy_fingerprint, models_fingerprint)
+                   policy_fingerprint, models_fingerprint, dev, ino, ctime_ns)
                -- the next id above id_base (shards of a sharded ledger take disjoint ranges)
                VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
-                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)""",
+                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 self.id_base,
                 to_sql(path),
@@ -342,19 +428,40 @@ class Ledger:
                 _now(),
                 policy,
                 models_fingerprint(models),
+                None if identity is None else identity.dev,
+                None if identity is None else identity.ino,
+                None if identity is None else identity.ctime_ns,
             ),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def complete(self, row_id: int, destination: Path | None) -> None:
-        """Mark an action done; a human verdict or an undo stamps the rows it settles."""
+    def complete(
+        self, row_id: int, destination: Path | None, identity: Identity | None = None
+    ) -> None:
+        """Mark an action done; a human verdict or an undo stamps the rows it settles.
+
+        `identity`: the file as it now is (a restore's, put back), so that it is known.
+        """
         with self._transaction():
             self._write(
                 "UPDATE decisions SET state = 'done', destination = ?, completed_at = ? "
                 "WHERE id = ?",
                 (None if destination is None else to_sql(destination), _now(), row_id),
             )
+            if identity is not None:
+                self._write(
+                    """UPDATE decisions SET dev = ?, ino = ?, size = ?, mtime_ns = ?,
+                           ctime_ns = ? WHERE id = ?""",
+                    (
+                        identity.dev,
+                        identity.ino,
+                        identity.size,
+                        identity.mtime_ns,
+                        identity.ctime_ns,
+                        row_id,
+                    ),
+                )
             row = self.get(row_id)
             if row is None or row.ref is None:
                 return
@@ -517,6 +624,14 @@ class Ledger:
             )
             assert cursor.lastrowid is not None
             return verdict, cursor.lastrowid
+
+    def later_rows(self, row: LedgerRow) -> list[LedgerRow]:
+        """Rows written after `row` about a file at its path: it was judged or restored since."""
+        rows = self._db.execute(
+            "SELECT * FROM decisions WHERE id > ? AND path = ? ORDER BY id",
+            (row.id, to_sql(row.path)),
+        )
+        return [LedgerRow.from_sql(r) for r in rows]
 
     def fail(self, row_id: int, error: str) -> None:
         self._write(

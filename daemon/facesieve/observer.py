@@ -40,10 +40,17 @@ class Settler:
     moments ago; both wait here `settle_seconds` for the writer to finish.
     """
 
-    def __init__(self, settle_seconds: float, offer: Callable[[Path], None]) -> None:
+    def __init__(
+        self,
+        settle_seconds: float,
+        offer: Callable[[Path], None],
+        stat: Callable[[Path], os.stat_result | None] | None = None,
+    ) -> None:
         self._settle = settle_seconds
         self._offer = offer
-        self._waiting: dict[Path, tuple[float, tuple[int, int] | None]] = {}
+        # The inbox's own lstat: no symlinked folder on the way is followed.
+        self._stat = stat or _lstat
+        self._waiting: dict[Path, tuple[float, tuple[int, int, int] | None]] = {}
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -70,17 +77,23 @@ class Settler:
         now = time.monotonic()
         with self._lock:
             for path, (since, seen) in list(self._waiting.items()):
-                try:
-                    info = path.lstat()
-                except OSError:
+                info = self._stat(path)
+                if info is None:
                     del self._waiting[path]
                     continue
-                current = (info.st_size, info.st_mtime_ns)
+                current = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
                 if current != seen:
                     self._waiting[path] = (now, current)
                 elif now - since >= self._settle:
                     del self._waiting[path]
                     self._offer(path)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except OSError:
+        return None
 
 
 class _InboxEvents(FileSystemEventHandler):

@@ -24,12 +24,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .actions import Action, finish_restore, purge_file, restore_file
+from .actions import Action, Places, finish_restore, identity_of, purge_file, restore_file
 from .config import Config, review_folders
 from .errors import ActionError, ExitCode, RestoreConflictError
 from .ledger import Ledger, LedgerRow
 from .logs import get_logger
 from .paths import json_safe
+from .safefs import Folder
 from .shards import LedgerUnion
 
 __all__ = [
@@ -263,12 +264,12 @@ def run_restore(args: argparse.Namespace, config: Config) -> int:
     if not (args.ids or args.paths or args.all):
         print("facesieve restore: name files with --id or --path, or use --all", file=sys.stderr)
         return ExitCode.USAGE
-    with open_ledger(config, args.folder) as ledger:
+    with open_ledger(config, args.folder) as ledger, _places(config, args.folder) as places:
         restores = ledger.restores()
         done = [
             item
             if isinstance(item, _Done)
-            else _restore(ledger, item, restores.get(item.id), dry_run=args.dry_run)
+            else _restore(ledger, places, item, restores.get(item.id), dry_run=args.dry_run)
             for item in _select(ledger, restores, args)
         ]
     counts: Counter[str] = Counter()
@@ -342,12 +343,41 @@ def restore_decision(ledger: Ledger, decision: LedgerRow) -> str | None:
     why = restorable(decision, ledger.restore_of(decision.id))
     if why is not None:
         return why
-    done = _restore(ledger, decision, ledger.restore_of(decision.id), dry_run=False)
+    done = _restore(ledger, None, decision, ledger.restore_of(decision.id), dry_run=False)
     return None if done.result is Result.RESTORED else done.message
+
+
+def _places(config: Config, folder: Path | None) -> Places:
+    """The folders restore and purge act in, refused if a state folder is planted."""
+    places = Places(review_folders(config, folder), mode=config.actions.mode)
+    try:
+        places.check_state_folders()
+    except BaseException:
+        places.close()
+        raise
+    return places
+
+
+def _bases(places: Places, decision: LedgerRow) -> tuple[Folder | None, Folder]:
+    """Where a decision's file is (its state folder, if a known one) and the root it goes back to.
+
+    Raises:
+        OSError: the root cannot be opened without following a symlink.
+    """
+    assert decision.destination is not None
+    try:
+        source_base: Folder | None = places.base_of(Path(decision.destination))[0]
+    except ValueError:
+        source_base = None  # a folder of an earlier config: walked from / without symlinks
+    root = Path(decision.root)
+    if root == places.root.path:
+        return source_base, places.root
+    return source_base, places.extra_root(root)
 
 
 def _restore(
     ledger: Ledger | LedgerUnion,
+    places: Places | None,
     decision: LedgerRow,
     restore: LedgerRow | None,
     *,
@@ -356,10 +386,18 @@ def _restore(
     assert decision.destination is not None
     source, original = Path(decision.destination), Path(decision.path)
     log = get_logger()
+    source_base: Folder | None = None
+    original_base: Folder | None = None
+    if places is not None:
+        try:
+            source_base, original_base = _bases(places, decision)
+        except OSError as error:
+            return _Done(Result.ERROR, f"cannot open {decision.root}: {error}", decision)
+    bases = {"source_base": source_base, "original_base": original_base}
     if restore is not None and restore.state == "pending" and not dry_run:
         # A restore cut short: finish it if the file had reached its place.
-        if finish_restore(source, original, decision.sha256):
-            ledger.complete(restore.id, original)
+        if finish_restore(source, original, decision.sha256, **bases):
+            ledger.complete(restore.id, original, identity_of(original, original_base))
             log.info("restored", id=decision.id, path=str(original), resumed=True)
             return _Done(Result.RESTORED, f"{source} -> {original} (finished)", decision)
         ledger.fail(restore.id, "interrupted before the move")
@@ -373,7 +411,8 @@ def _restore(
         return _Done(Result.MISSING, f"{source} is no longer there", decision)
     row_id = ledger.begin_restore(decision)
     try:
-        restore_file(source, original)
+        mode = places.mode if places is not None else 0o640
+        identity = restore_file(source, original, mode=mode, **bases)
     except RestoreConflictError as error:
         ledger.fail(row_id, str(error))
         log.warning("restore_conflict", id=decision.id, path=str(original), source=str(source))
@@ -382,7 +421,7 @@ def _restore(
         ledger.fail(row_id, str(error))
         log.warning("restore_failed", id=decision.id, path=str(original), error=str(error))
         return _Done(Result.ERROR, str(error), decision)
-    ledger.complete(row_id, original)
+    ledger.complete(row_id, original, identity)
     log.info("restored", id=decision.id, path=str(original), source=str(source))
     return _Done(Result.RESTORED, f"{source} -> {original}", decision)
 
@@ -423,7 +462,7 @@ def run_purge(args: argparse.Namespace, config: Config) -> int:
     cutoff = datetime.now(UTC) - args.older_than
     log = get_logger()
     counts: Counter[str] = Counter()
-    with open_ledger(config, args.folder) as ledger:
+    with open_ledger(config, args.folder) as ledger, _places(config, args.folder) as places:
         for decision in purgeable(ledger.decisions(), ledger.restores(), cutoff):
             assert decision.destination is not None
             path = Path(decision.destination)
@@ -431,7 +470,8 @@ def run_purge(args: argparse.Namespace, config: Config) -> int:
                 result, message = "would purge", str(path)
             else:
                 try:
-                    existed = purge_file(path, decision.sha256)
+                    base = places.base_of(path)[0] if places.is_state(path) else None
+                    existed = purge_file(path, decision.sha256, base=base)
                 except ActionError as error:
                     result, message = "error", str(error)
                 else:

@@ -138,10 +138,17 @@ def outcomes(
             workers = 1
     everything = itertools.chain(head, paths)
     analyzer = load_analyzer(config) if workers == 1 else None  # before anything is touched
-    ledger = None if args.dry_run else Ledger(folders.ledger)
+    # One writer per ledger: a second scan, or a scan beside watch, is refused.
+    ledger = None if args.dry_run else Ledger(folders.ledger, exclusive=True)
     try:
         rejudge = None if analyzer is None else _rejudge(args, config, analyzer, folders)
-        applier = Applier(folders=folders, ledger=ledger, dry_run=args.dry_run)
+        applier = Applier(
+            folders=folders,
+            ledger=ledger,
+            dry_run=args.dry_run,
+            unreadable_grace=config.images.unreadable_grace_seconds,
+            mode=config.actions.mode,
+        )
         # A crash left moves half-done: settle them before judging anything again.
         applier.recover()
         if analyzer is not None:
@@ -217,15 +224,19 @@ def _on_ray(
 
 
 def candidates(
-    args: argparse.Namespace, config: Config, folders: ResolvedFolders
+    args: argparse.Namespace,
+    config: Config,
+    folders: ResolvedFolders,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Path]:
     """The files a scan judges: the folder walked, or the lines of `--from-list`."""
     from .inbox import Inbox
 
     inbox = Inbox.of(config, folders)
-    if args.from_list is None:
-        return inbox.walk()
-    return _listed(args.from_list, inbox)
+    found = inbox.walk() if args.from_list is None else _listed(args.from_list, inbox)
+    # A file is judged only once it has been quiet for settle_seconds: one being
+    # written is not an upload yet.
+    return inbox.settled(found, config.watch.settle_seconds, should_stop)
 
 
 def _listed(manifest: Path, inbox: Inbox) -> Iterator[Path]:

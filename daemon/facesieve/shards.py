@@ -28,6 +28,7 @@ from typing import Any
 
 from .errors import LedgerError
 from .ledger import Ledger, LedgerRow
+from .safefs import Identity
 
 __all__ = [
     "ID_SPAN",
@@ -209,8 +210,10 @@ class LedgerUnion:
     def begin_restore(self, decision: LedgerRow) -> int:
         return self._holding(decision.id).begin_restore(decision)
 
-    def complete(self, row_id: int, destination: Path | None) -> None:
-        self._holding(row_id).complete(row_id, destination)
+    def complete(
+        self, row_id: int, destination: Path | None, identity: Identity | None = None
+    ) -> None:
+        self._holding(row_id).complete(row_id, destination, identity)
 
     def fail(self, row_id: int, error: str) -> None:
         self._holding(row_id).fail(row_id, error)

@@ -68,7 +68,9 @@ class Guard:
         self._metrics = (
             Metrics(lambda: self.worker.queue_depth()) if config.metrics.address else None
         )
-        self.settler = Settler(config.watch.settle_seconds, self._offer_settled)
+        self.settler = Settler(
+            config.watch.settle_seconds, self._offer_settled, stat=self.inbox.lstat
+        )
         self.worker = Worker(
             config,
             self.inbox,

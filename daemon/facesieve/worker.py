@@ -115,8 +115,15 @@ class Worker:
             if self.stopping.is_set():
                 return  # stopped while loading: the ledger is not even opened
             if not self.dry_run:
-                ledger = Ledger(self.inbox.folders.ledger)
-            applier = Applier(folders=self.inbox.folders, ledger=ledger, dry_run=self.dry_run)
+                # One writer per ledger: a scan or a second watch on it is refused.
+                ledger = Ledger(self.inbox.folders.ledger, exclusive=True)
+            applier = Applier(
+                folders=self.inbox.folders,
+                ledger=ledger,
+                dry_run=self.dry_run,
+                unreadable_grace=self.config.images.unreadable_grace_seconds,
+                mode=self.config.actions.mode,
+            )
             recovered = applier.recover()
             self._log.info("worker_ready", recovered=recovered, dry_run=self.dry_run)
             if ledger is not None:
@@ -162,6 +169,7 @@ class Worker:
             self._log.exception("worker_failed")
             self.stopping.set()
         finally:
+            applier.close()
             if ledger is not None:
                 ledger.close()
 
@@ -182,8 +190,13 @@ class Worker:
             should_stop=self.stopping.is_set,
             seen=applier.seen,
         ):
-            self._count(applier.apply(result, config.actions))
+            outcome = applier.apply(result, config.actions)
+            self._count(outcome)
             self.heartbeat = time.monotonic()
+            if outcome.status is Status.DEFERRED:
+                # Changed while judged, or unreadable while young: looked at again
+                # once it has been quiet for settle_seconds.
+                self._defer([outcome.path])
 
     def _not_seen_dry(self, paths: Iterable[Path]) -> Iterator[Path]:
         """Dry run: the ledger's memory of what was judged, kept in memory instead."""
@@ -207,11 +220,11 @@ class Worker:
             for path in self.inbox.walk():
                 if self.stopping.is_set():
                     return
-                try:
-                    mtime = path.lstat().st_mtime_ns
-                except OSError:
+                info = self.inbox.lstat(path)
+                if info is None:
                     continue
-                if time.time_ns() - mtime < settle_ns:
+                # ctime, not mtime: a writer can set mtime back, nobody can set ctime.
+                if time.time_ns() - info.st_ctime_ns < settle_ns:
                     young.append(path)  # maybe still being written: look again later
                     continue
                 yield path
