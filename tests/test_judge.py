@@ -99,9 +99,22 @@ def test_a_real_photo_is_judged_into_a_plain_picklable_judgement(
     assert policy_fingerprint(stricter.model_dump()) != result.policy_fingerprint
 
     # Recorded before, unchanged since: known, without a model call.
-    seen = Seen(result.size, result.mtime_ns, result.sha256, "ledger #1")
+    # Only the same inode with the same ctime skips the read (size and mtime anyone
+    # who can write the file can forge); without them the bytes are compared.
+    seen = Seen(
+        result.size,
+        result.mtime_ns,
+        result.sha256,
+        "ledger #1",
+        dev=result.dev,
+        ino=result.ino,
+        ctime_ns=result.ctime_ns,
+    )
     known = judge(photo, analyzer, config.policy, config.images, seen=seen)
     assert known == NotJudged(photo, Status.KNOWN, "already decided (ledger #1)")
+    legacy = Seen(result.size, result.mtime_ns, result.sha256, "ledger #1")
+    known = judge(photo, analyzer, config.policy, config.images, seen=legacy)
+    assert known == NotJudged(photo, Status.KNOWN, "content unchanged (ledger #1)")
 
 
 def test_problems_that_are_not_verdicts_are_plain_values(tmp_path: Path) -> None:

@@ -173,7 +173,9 @@ def _hold(path: Path) -> HeldFile | NotJudged:
         reason = str(error)
         if reason.startswith("vanished"):
             return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
-        if "symlink" in reason or "not a regular file" in reason:
+        if "symlink" in reason:
+            return NotJudged(path, Status.SKIPPED, "symlink: never followed")
+        if "not a regular file" in reason:
             return NotJudged(path, Status.SKIPPED, reason)
         return NotJudged(path, Status.ERROR, reason)
 

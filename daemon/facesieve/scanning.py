@@ -15,11 +15,13 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Callable, Generator, Iterator
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import ConfigError
+from .judge import Status
 from .logs import get_logger
 
 if TYPE_CHECKING:
@@ -160,19 +162,61 @@ def outcomes(
                 dry_run=args.dry_run,
                 rejudge=rejudge,
             )
-            yield from engine.process_many(everything, should_stop=should_stop)
-        else:
-            yield from scan_with_workers(
-                config,
-                applier,
+            yield from _retrying(
+                lambda paths: engine.process_many(paths, should_stop=should_stop),
                 everything,
-                workers=workers,
-                should_stop=should_stop,
-                log_level=args.log_level or config.logging.level,
+                should_stop,
+            )
+        else:
+            yield from _retrying(
+                lambda paths: scan_with_workers(
+                    config,
+                    applier,
+                    paths,
+                    workers=workers,
+                    should_stop=should_stop,
+                    log_level=args.log_level or config.logging.level,
+                ),
+                everything,
+                should_stop,
             )
     finally:
         if ledger is not None:
             ledger.close()
+
+
+# A file deferred this many times in one scan (still changing, or unreadable while
+# young) is left for the next scan, and counted "deferred".
+_ROUNDS = 10
+_WAIT_LIMIT = 30.0  # seconds, at most, between two looks
+
+
+def _retrying(
+    run: Callable[[Iterable[Path]], Iterator[Outcome]],
+    paths: Iterable[Path],
+    should_stop: Callable[[], bool],
+) -> Iterator[Outcome]:
+    """`run(paths)`, then `run` again on the files it deferred, once their time has come.
+
+    A deferred file was not acted on: it changed while judged, or it is unreadable
+    but changed moments ago (maybe an upload written in pieces). Only its last
+    outcome is handed out.
+    """
+    for round_ in range(_ROUNDS):
+        deferred: dict[Path, float] = {}
+        for outcome in run(paths):
+            if outcome.status is Status.DEFERRED and round_ + 1 < _ROUNDS:
+                deferred[outcome.path] = outcome.retry_in or 0.5
+                continue
+            yield outcome
+        if not deferred:
+            return
+        deadline = time.monotonic() + min(max(deferred.values()), _WAIT_LIMIT)
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        if should_stop():
+            return
+        paths = list(deferred)
 
 
 def _rejudge(
