@@ -506,7 +506,7 @@ def test_real_cli_against_planted_uploads(tmp_path: Path, deepface_home: Path) -
         writer.join()
         assert first.code == 0, first.stderr[-2000:]
         verdicts = {Path(r["path"]).name: r["verdict"] for r in first.records}
-        assert verdicts == {"photo.jpg": "keep", "id.jpg": "unreadable", "slow.jpg": "reject"}
+        assert verdicts == {"photo.jpg": "keep", "id.jpg": "not_image", "slow.jpg": "reject"}
 
         # The kept photo's bytes swapped for a cat padded to the same size, mtime put back.
         padded = cat.read_bytes()

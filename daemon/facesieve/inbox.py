@@ -82,7 +82,9 @@ class Inbox:
                     fd = open_below(root_fd, parts)
                     try:
                         kinds = [
-                            (e.name, e.is_dir(follow_symlinks=False))
+                            # A symlink's target is stat()ed (never opened, read or listed)
+                            # only to tell a symlinked folder, which is never offered.
+                            (e.name, e.is_dir(follow_symlinks=False), e.is_symlink() and e.is_dir())
                             for e in sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
                         ]
                     finally:
@@ -96,11 +98,15 @@ class Inbox:
                     log.warning("not_judged", path=str(folder), reason=reason)
                     continue
                 files = []
-                for name, is_dir in kinds:
+                for name, is_dir, linked_folder in kinds:
                     path = folder / name
                     if is_dir:
                         if path not in self._managed:
                             stack.append((*parts, name))
+                    elif linked_folder:
+                        log.info(
+                            "skipped", path=str(path), reason="symlinked folder: never followed"
+                        )
                     elif not self.ignored(name):
                         files.append(path)  # a symlink too: the judge says why it is skipped
                 yield from reversed(files)
