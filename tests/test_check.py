@@ -74,3 +74,19 @@ def test_two_thousand_files_in_one_call(tmp_path: Path, deepface_home: Path) -> 
     assert run.code in (0, 1), run.stderr[-3000:]
     assert [Path(r["path"]).name for r in run.records] == [p.name for p in paths]
     assert all(r["verdict"] in ("keep", "review", "reject") for r in run.records)
+
+
+def test_a_symlinked_folder_the_caller_names_is_followed_but_a_symlinked_file_is_not(
+    tmp_path: Path, deepface_home: Path
+) -> None:
+    # ../shared may itself sit behind a symlink; the caller's own path is trusted.
+    face, _ = face_and_cat(tmp_path / "real")
+    (tmp_path / "linked").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "link.jpg").symlink_to(face)
+    through = run_cli("check", "--json", str(tmp_path / "linked" / "face.jpg"))
+    assert through.code == 0, through.stderr[-2000:]
+    assert [r["verdict"] for r in through.records] == ["keep"]
+    assert through.records[0]["path"] == str(face)
+    symlinked_file = run_cli("check", str(tmp_path / "linked" / "link.jpg"))
+    assert symlinked_file.code == 2
+    assert "symlink: never followed" in symlinked_file.stderr

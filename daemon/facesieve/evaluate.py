@@ -191,7 +191,10 @@ def analyze(folder: Path, samples: list[Sample], config: Config) -> list[Sample]
 
     # Gender figures are measured whatever the policy requires.
     engine = Engine(config, load_analyzer(config, gender=True))
-    paths = [folder / s.file for s in samples]
+    # The folder is the caller's own choice: a symlink on its path is followed here,
+    # once; below it, as in any inbox, none is.
+    root = folder.resolve()
+    paths = [root / s.file for s in samples]
     found: dict[str, tuple[tuple[Face, ...], bool]] = {}
     for outcome in engine.process_many(paths):
         if outcome.status is Status.DECIDED:
