@@ -28,10 +28,7 @@ class NoFaces:
     def describe(self) -> dict[str, str]:
         return {"detector": "none", "gender": "none"}
 
-    def analyze(self, image: Any) -> list[Any]:
-        return []
-
-    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
         return [[] for _ in images]
 
     def use_gender(self, wanted: bool) -> None:
@@ -109,13 +106,10 @@ class HangsOnce(NoFaces):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
         self.entered.set()
         self.release.wait(30)
         return super().analyze_many(images)
-
-    def analyze(self, image: Any) -> list[Any]:
-        return self.analyze_many([image])[0]
 
 
 def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
@@ -183,12 +177,9 @@ class SlowNoFaces(NoFaces):
 
     seconds = 0.2
 
-    def analyze_many(self, images: list[Any]) -> list[list[Any]]:
+    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
         time.sleep(self.seconds)
         return super().analyze_many(images)
-
-    def analyze(self, image: Any) -> list[Any]:
-        return self.analyze_many([image])[0]
 
 
 def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path) -> None:

@@ -122,7 +122,7 @@ def test_problems_that_are_not_verdicts_are_plain_values(tmp_path: Path) -> None
         def describe(self) -> dict[str, str]:
             return {"detector": "none", "gender": "none"}
 
-        def analyze_many(self, images: Any) -> list[list[Any]]:
+        def analyze_many(self, images: Any, policy: Any = None) -> list[list[Any]]:
             raise AssertionError("no model call for a file that cannot be read")
 
     config = Config()
@@ -146,7 +146,7 @@ def test_a_model_error_is_not_a_verdict(tmp_path: Path) -> None:
         def describe(self) -> dict[str, str]:
             return {"detector": "none", "gender": "none"}
 
-        def analyze_many(self, images: Any) -> list[list[Any]]:
+        def analyze_many(self, images: Any, policy: Any = None) -> list[list[Any]]:
             raise RuntimeError("weights corrupt")
 
     config = Config()

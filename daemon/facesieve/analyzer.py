@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import Config, ModelsConfig
+from .config import Config, ModelsConfig, PolicyConfig
 from .detectors import Box, Detection, Detector, LibFaceDetection
 from .errors import ModelLoadError
 from .images import DecodedImage
@@ -173,17 +173,24 @@ class Analyzer:
             blank = np.full((96, 96, 3), 127, dtype=np.uint8)
             self._gender.classify(blank, [(16, 16, 64, 64)])
 
-    def analyze(self, image: DecodedImage) -> list[Face]:
+    def analyze(self, image: DecodedImage, policy: PolicyConfig | None = None) -> list[Face]:
         """Detect the faces of one image and, if asked for, classify each one's gender.
 
-        Boxes come back in the original image's coordinates. Raises whatever the
-        models raise: a model failure is the caller's to report, never a verdict.
+        `policy` sets the floors (`min_face_confidence`, `min_face_size`) for this call;
+        without it, those the analyzer was built with. Boxes come back in the original
+        image's coordinates. Raises whatever the models raise: a model failure is the
+        caller's to report, never a verdict.
         """
         if not self.loaded:
             raise RuntimeError("Analyzer.analyze() called before load()")
         if threading.get_ident() != self._owner:
             raise RuntimeError("Analyzer used from a thread other than the one that loaded it")
-        found = self._detect(image.rgb)
+        if policy is None:
+            found = self._detect(image.rgb)
+        else:
+            found = self._detect(
+                image.rgb, floor=policy.min_face_confidence, min_face_size=policy.min_face_size
+            )
         if not found:
             return []
         if self._gender is None or not self._wants_gender:
@@ -196,27 +203,39 @@ class Analyzer:
             faces.append(Face((x, y, w, h), confidence, gender, probability))
         return faces
 
-    def analyze_many(self, images: Sequence[DecodedImage]) -> list[list[Face]]:
+    def analyze_many(
+        self, images: Sequence[DecodedImage], policy: PolicyConfig | None = None
+    ) -> list[list[Face]]:
         """`analyze` for each image in turn: the same answer as one call per image."""
-        return [self.analyze(image) for image in images]
+        return [self.analyze(image, policy) for image in images]
 
-    def _detect(self, rgb: NDArray[np.uint8]) -> list[Detection]:
+    def _detect(
+        self,
+        rgb: NDArray[np.uint8],
+        *,
+        floor: float | None = None,
+        min_face_size: int | None = None,
+    ) -> list[Detection]:
         """Boxes in the coordinates of `rgb`, found on a downscaled copy where that is free.
 
         A face the policy will ignore (under `min_face_size`) need not be findable, so
         the detector sees the image shrunk until such a face is the smallest it finds.
         """
         assert self._detector is not None
-        scale = min(1.0, self._detector.smallest_face / self._min_face_size)
+        smallest = self._min_face_size if min_face_size is None else max(1, min_face_size)
+        scale = min(1.0, self._detector.smallest_face / smallest)
         small = _shrink(rgb, scale)
         found = self._detector.detect(small)
         return self._clean(
             [(_scaled(box, small.shape, rgb.shape), c) for box, c in found],
             rgb.shape[1],
             rgb.shape[0],
+            self._floor if floor is None else floor,
         )
 
-    def _clean(self, found: list[Detection], width: int, height: int) -> list[Detection]:
+    def _clean(
+        self, found: list[Detection], width: int, height: int, floor: float
+    ) -> list[Detection]:
         """Clip boxes to the image; drop detections below the floor.
 
         A zero-confidence box covering the whole image is DeepFace's stand-in for
@@ -224,7 +243,7 @@ class Analyzer:
         """
         kept: list[Detection] = []
         for (x, y, w, h), confidence in found:
-            if confidence < self._floor or confidence <= 0.0:
+            if confidence < floor or confidence <= 0.0:
                 continue
             x0, y0 = max(0, x), max(0, y)
             x1, y1 = min(width, x + w), min(height, y + h)
@@ -239,7 +258,9 @@ class FaceModel(Protocol):
 
     def describe(self) -> dict[str, str]: ...
 
-    def analyze_many(self, images: Sequence[DecodedImage]) -> list[list[Face]]: ...
+    def analyze_many(
+        self, images: Sequence[DecodedImage], policy: PolicyConfig | None = None
+    ) -> list[list[Face]]: ...
 
     def use_gender(self, wanted: bool) -> None: ...
 

@@ -298,6 +298,9 @@ def judge_read(
 ) -> Judgement | NotJudged:
     """Run the models (unless `faces` came from a batch) and the policy on a read file.
 
+    The models take their floors from `policy` too, so the policy passed is the one
+    applied throughout.
+
     The analyzer's thread only. A model failure is `NotJudged(ERROR)`, never a verdict.
     """
     if item.not_image:
@@ -308,7 +311,7 @@ def judge_read(
         if faces is None:
             started = time.perf_counter()
             try:
-                faces = analyzer.analyze_many([item.image])[0]
+                faces = analyzer.analyze_many([item.image], policy)[0]
             except Exception as error:  # noqa: BLE001 - a model failure is never a verdict
                 return NotJudged(
                     item.path, Status.ERROR, f"model error: {type(error).__name__}: {error}"
@@ -391,7 +394,7 @@ def judge_many(
             while ahead and not should_stop():
                 chunk = [ahead.popleft().result() for _ in range(min(batch, len(ahead)))]
                 read_ahead()
-                found = _analyze_chunk(analyzer, chunk)
+                found = _analyze_chunk(analyzer, chunk, policy)
                 for item in chunk:
                     if should_stop():
                         return
@@ -414,7 +417,7 @@ def _done(result: NotJudged) -> Future[Read | NotJudged]:
 
 
 def _analyze_chunk(
-    analyzer: FaceModel, chunk: Sequence[Read | NotJudged]
+    analyzer: FaceModel, chunk: Sequence[Read | NotJudged], policy: PolicyConfig
 ) -> dict[int, tuple[list[Face], float]]:
     """One model call for the decodable images of a chunk: faces and each one's time share."""
     ready = [item for item in chunk if isinstance(item, Read) and item.image is not None]
@@ -422,7 +425,9 @@ def _analyze_chunk(
         return {}  # judge_read runs the models itself, timing its own call
     started = time.perf_counter()
     try:
-        found = analyzer.analyze_many([item.image for item in ready if item.image is not None])
+        found = analyzer.analyze_many(
+            [item.image for item in ready if item.image is not None], policy
+        )
     except Exception as error:  # noqa: BLE001 - retried one by one: only a bad file errors
         get_logger().warning(
             "batch_failed", files=len(ready), error=f"{type(error).__name__}: {error}"

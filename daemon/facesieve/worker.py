@@ -62,6 +62,7 @@ class Worker:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
         self._reconcile = threading.Event()
         self._pending_config: Config | None = None
+        self._reload_lock = threading.Lock()
         self._log = get_logger()
         self._thread = threading.Thread(target=self._run, name="facesieve-worker", daemon=True)
 
@@ -81,7 +82,8 @@ class Worker:
 
     def reload(self, config: Config) -> None:
         """Use `config` from the next batch on (policy and actions; see `watch`)."""
-        self._pending_config = config
+        with self._reload_lock:
+            self._pending_config = config
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -142,12 +144,7 @@ class Worker:
                     # Deleted or replaced under us: every later decision would be
                     # lost. Stop (exit 5) rather than guard without a record.
                     ledger.ensure_unchanged()
-                if self._pending_config is not None:
-                    self.config, self._pending_config = self._pending_config, None
-                    # A policy that now requires a gender loads the gender model here.
-                    analyzer.use_gender(self.config.policy.require != "face")
-                    if ledger is not None:
-                        self._log_stale(ledger, analyzer)
+                self._take_reload(analyzer, applier)
                 if self._reconcile.is_set():
                     self._reconcile.clear()
                     self._reconcile_pass(analyzer, applier)
@@ -178,8 +175,21 @@ class Worker:
         stale = stale_decisions(ledger, self.config, analyzer.describe(), self.inbox.root)
         self._log.info("decided_under_other_policy", files=stale.count, **stale.as_dict())
 
+    def _take_reload(self, analyzer: FaceModel, applier: Applier) -> Config:
+        """The config to judge with: a reloaded one from now on (checked right before
+        judging, so a file that arrives after `reloaded` is logged is judged under it)."""
+        with self._reload_lock:
+            pending, self._pending_config = self._pending_config, None
+        if pending is not None:
+            self.config = pending
+            # A policy that now requires a gender loads the gender model here.
+            analyzer.use_gender(pending.policy.require != "face")
+            if applier.ledger is not None:
+                self._log_stale(applier.ledger, analyzer)
+        return self.config
+
     def _judge(self, analyzer: FaceModel, applier: Applier, paths: Iterable[Path]) -> None:
-        config = self.config
+        config = self._take_reload(analyzer, applier)
         if self.dry_run:
             paths = self._not_seen_dry(paths)
         for result in judge_many(
