@@ -49,13 +49,13 @@ class ColourModel:
     def describe(self) -> dict[str, str]:
         return {"detector": "colour", "gender": "none"}
 
-    def analyze(self, image: DecodedImage) -> list[Face]:
+    def analyze(self, image: DecodedImage, policy: object = None) -> list[Face]:
         red, green, blue = (float(image.rgb[..., i].mean()) for i in range(3))
         if green > 2 * max(red, blue, 1.0):
             return [Face((0, 0, image.width, image.height), 0.99)]
         return []
 
-    def analyze_many(self, images: list[DecodedImage]) -> list[list[Face]]:
+    def analyze_many(self, images: list[DecodedImage], policy: object = None) -> list[list[Face]]:
         return [self.analyze(image) for image in images]
 
     def use_gender(self, wanted: bool) -> None:
