@@ -535,37 +535,19 @@ class Ledger:
             why = check(decision)
             if why is not None:
                 raise AlreadySettledError(why)
-            cursor = self._write(
-                """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
-                       verdict, reason, action, destination, state, models, elapsed_ms,
-                       decided_at, ref, who, label, policy_fingerprint, models_fingerprint)
-                   VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
-                       ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?, ?, ?)
-                """,
-                (
-                    self.id_base,
-                    to_sql(decision.path),
-                    to_sql(decision.root),
-                    decision.size,
-                    decision.mtime_ns,
-                    decision.mode,
-                    decision.sha256,
-                    json.dumps(decision.faces),
-                    verdict,
-                    readable(f"{label} by {who} (ledger #{decision.id}: {decision.reason})"),
-                    action,
-                    None if destination is None else to_sql(destination),
-                    json.dumps(decision.models),
-                    _now(),
-                    decision.id,
-                    who,
-                    label,
-                    policy,
-                    decision.models_key,
-                ),
+            row_id = self._insert_follow_up(
+                decision,
+                ref=decision.id,
+                verdict=verdict,
+                reason=f"{label} by {who} (ledger #{decision.id}: {decision.reason})",
+                action=action,
+                destination=destination,
+                who=who,
+                label=label,
+                policy_fingerprint=policy,
+                models_fingerprint=decision.models_key,
             )
-            assert cursor.lastrowid is not None
-            return decision, cursor.lastrowid
+            return decision, row_id
 
     def begin_undo(
         self, verdict_id: int, *, who: str, check: Callable[[LedgerRow], str | None]
@@ -594,36 +576,18 @@ class Ledger:
             why = check(verdict)
             if why is not None:
                 raise AlreadySettledError(why)
-            cursor = self._write(
-                """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
-                       verdict, reason, action, destination, state, models, elapsed_ms,
-                       decided_at, ref, who, policy_fingerprint, models_fingerprint)
-                   VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
-                       ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, ?, ?, ?)
-                """,
-                (
-                    self.id_base,
-                    to_sql(decision.path),
-                    to_sql(decision.root),
-                    decision.size,
-                    decision.mtime_ns,
-                    decision.mode,
-                    decision.sha256,
-                    json.dumps(decision.faces),
-                    decision.verdict,
-                    readable(f"undone by {who} (ledger #{verdict.id}: {verdict.reason})"),
-                    UNDO,
-                    None if decision.destination is None else to_sql(decision.destination),
-                    json.dumps(decision.models),
-                    _now(),
-                    verdict.id,
-                    who,
-                    decision.policy_fingerprint,
-                    decision.models_key,
-                ),
+            row_id = self._insert_follow_up(
+                decision,
+                ref=verdict.id,
+                verdict=decision.verdict,
+                reason=f"undone by {who} (ledger #{verdict.id}: {verdict.reason})",
+                action=UNDO,
+                destination=decision.destination,
+                who=who,
+                policy_fingerprint=decision.policy_fingerprint,
+                models_fingerprint=decision.models_key,
             )
-            assert cursor.lastrowid is not None
-            return verdict, cursor.lastrowid
+            return verdict, row_id
 
     def later_rows(self, row: LedgerRow) -> list[LedgerRow]:
         """Rows written after `row` about a file at its path: it was judged or restored since."""
@@ -639,38 +603,71 @@ class Ledger:
             (readable(error), _now(), row_id),
         )
 
+    def _insert_follow_up(
+        self,
+        decision: LedgerRow,
+        *,
+        ref: int,
+        verdict: str,
+        reason: str,
+        action: str,
+        destination: str | os.PathLike[str] | None,
+        **extra: str | None,
+    ) -> int:
+        """A pending row about `decision`'s file that points back (`ref`) at the row it
+        follows: a restore, a person's verdict, or its undo.
+
+        It carries the decision's size, mtime, mode, hash, faces and models, so the
+        file it leaves in place reads as decided; `extra` names further columns.
+        """
+        columns: tuple[str, ...] = (
+            *("path", "root", "size", "mtime_ns", "mode", "sha256", "faces", "verdict"),
+            *("reason", "action", "destination", "state", "models", "decided_at", "ref"),
+            *extra,
+        )
+        values = (
+            to_sql(decision.path),
+            to_sql(decision.root),
+            decision.size,
+            decision.mtime_ns,
+            decision.mode,
+            decision.sha256,
+            json.dumps(decision.faces),
+            verdict,
+            readable(reason),  # free text may quote a file name
+            action,
+            None if destination is None else to_sql(destination),
+            "pending",
+            json.dumps(decision.models),
+            _now(),
+            ref,
+            *extra.values(),
+        )
+        # Column names are this module's own literals, never input.
+        cursor = self._write(
+            f"INSERT INTO decisions (id, {', '.join(columns)}) "  # noqa: S608
+            # the next id above id_base (shards of a sharded ledger take disjoint ranges)
+            "VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions), "
+            f"{', '.join('?' * len(values))})",
+            (self.id_base, *values),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
     def begin_restore(self, decision: LedgerRow) -> int:
         """Record, before the move, that `decision`'s file goes back to its path.
 
         The row carries the decision's size, mtime and hash: the file restored
         unchanged is then known to every later scan, and a changed one is judged.
         """
-        cursor = self._write(
-            """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
-                   verdict, reason, action, destination, state, models, elapsed_ms, decided_at, ref)
-               -- the next id above id_base (shards of a sharded ledger take disjoint ranges)
-               VALUES ((SELECT max(coalesce(max(id), 0), ?) + 1 FROM decisions),
-                   ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?)""",
-            (
-                self.id_base,
-                to_sql(decision.path),
-                to_sql(decision.root),
-                decision.size,
-                decision.mtime_ns,
-                decision.mode,
-                decision.sha256,
-                json.dumps(decision.faces),
-                decision.verdict,
-                readable(f"restored (ledger #{decision.id}: {decision.reason})"),
-                RESTORE,
-                to_sql(decision.path),
-                json.dumps(decision.models),
-                _now(),
-                decision.id,
-            ),
+        return self._insert_follow_up(
+            decision,
+            ref=decision.id,
+            verdict=decision.verdict,
+            reason=f"restored (ledger #{decision.id}: {decision.reason})",
+            action=RESTORE,
+            destination=decision.path,
         )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def restore_of(self, decision_id: int) -> LedgerRow | None:
         """The restore row of one decision, chosen as `restores` chooses."""
