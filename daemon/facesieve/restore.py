@@ -36,6 +36,7 @@ from .shards import LedgerUnion
 __all__ = [
     "RESTORABLE_VERDICTS",
     "Fate",
+    "add_file_choice",
     "add_folder_argument",
     "argument_type",
     "configure_purge",
@@ -116,6 +117,27 @@ def add_folder_argument(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the folder that was scanned (default: folders.inbox, or ledger.path, of --config)",
     )
+
+
+def add_file_choice(
+    parser: argparse.ArgumentParser, *, id_help: str, path_help: str
+) -> argparse._ArgumentGroup:
+    """`--id N` and `--path FILE` (both repeatable) in a group of their own, returned
+    so that a command can add its own ways of choosing files to it."""
+    which = parser.add_argument_group("which files (at least one)")
+    which.add_argument(
+        "--id", dest="ids", type=int, action="append", default=[], metavar="N", help=id_help
+    )
+    which.add_argument(
+        "--path",
+        dest="paths",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=path_help,
+    )
+    return which
 
 
 def open_ledger(config: Config, folder: Path | None) -> LedgerUnion:
@@ -217,24 +239,10 @@ class _Done:
 
 def configure_restore(parser: argparse.ArgumentParser) -> None:
     add_folder_argument(parser)
-    which = parser.add_argument_group("which files (at least one)")
-    which.add_argument(
-        "--id",
-        dest="ids",
-        type=int,
-        action="append",
-        default=[],
-        metavar="N",
-        help="the ledger id of a decision (as `report` and `stats` show it); repeatable",
-    )
-    which.add_argument(
-        "--path",
-        dest="paths",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a file in quarantine or review, or the path it was judged at; repeatable",
+    which = add_file_choice(
+        parser,
+        id_help="the ledger id of a decision (as `report` and `stats` show it); repeatable",
+        path_help="a file in quarantine or review, or the path it was judged at; repeatable",
     )
     which.add_argument(
         "--all", action="store_true", help="every file in quarantine or review (see filters)"

@@ -32,7 +32,7 @@ from .errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictE
 from .ledger import Ledger, LedgerRow, policy_fingerprint
 from .logs import get_logger
 from .policy import Verdict
-from .restore import Fate, add_folder_argument, fate, open_ledger
+from .restore import Fate, add_file_choice, add_folder_argument, fate, open_ledger
 from .shards import LedgerUnion
 
 __all__ = [
@@ -274,24 +274,10 @@ def add_who_argument(parser: argparse.ArgumentParser) -> None:
 
 def _configure(parser: argparse.ArgumentParser, *, reject: bool) -> None:
     add_folder_argument(parser)
-    which = parser.add_argument_group("which files (at least one)")
-    which.add_argument(
-        "--id",
-        dest="ids",
-        type=int,
-        action="append",
-        default=[],
-        metavar="N",
-        help="the ledger id of a decision in review (as `report` and `stats` show it)",
-    )
-    which.add_argument(
-        "--path",
-        dest="paths",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a file in review, or the path it was judged at; repeatable",
+    add_file_choice(
+        parser,
+        id_help="the ledger id of a decision in review (as `report` and `stats` show it)",
+        path_help="a file in review, or the path it was judged at; repeatable",
     )
     if reject:
         parser.add_argument(
