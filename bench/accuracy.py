@@ -25,7 +25,7 @@ FOLDERS = ("fairface", "utkface", "noface", "groups")
 
 
 def is_adult(folder: str, row: dict[str, str]) -> bool:
-    from facesieve.evaluate import is_child
+    from facesieve.evaluation.evaluate import is_child
 
     return is_child(row) is not True
 

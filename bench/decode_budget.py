@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 from tests.images_util import scan_bomb  # noqa: E402
 
 from facesieve.config import ImagesConfig  # noqa: E402
-from facesieve.decoder import Decoder  # noqa: E402
 from facesieve.errors import UnreadableImageError  # noqa: E402
-from facesieve.images import decode_image  # noqa: E402
+from facesieve.judging.decoder import Decoder  # noqa: E402
+from facesieve.judging.images import decode_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

@@ -43,10 +43,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "daemon"))
 
-from facesieve.analyzer import Analyzer  # noqa: E402
 from facesieve.config import ModelsConfig  # noqa: E402
-from facesieve.evaluate import is_child  # noqa: E402
-from facesieve.images import decode_image  # noqa: E402
+from facesieve.evaluation.evaluate import is_child  # noqa: E402
+from facesieve.judging.analyzer import Analyzer  # noqa: E402
+from facesieve.judging.images import decode_image  # noqa: E402
 
 MIN_FACE_SIZE = 40  # the default policy's
 FLOOR = 0.01  # keep every detection; the thresholds are chosen here
@@ -154,7 +154,7 @@ def interleaved_ms(
 
 
 def decode_like(decoded: Any, rgb: np.ndarray) -> Any:
-    from facesieve.images import DecodedImage
+    from facesieve.judging.images import DecodedImage
 
     return DecodedImage(rgb, rgb.shape[1], rgb.shape[0], 1.0, decoded.format)
 
@@ -240,7 +240,7 @@ def fixed(images: list[Image], rule: Faces, low: float, sure: float) -> None:
 
 def smallest(data: Path, analyzer: Analyzer) -> None:
     """Recall of libfacedetection against face size, shrinking FairFace step by step."""
-    from facesieve.detectors import LibFaceDetection
+    from facesieve.judging.detectors import LibFaceDetection
 
     detector = LibFaceDetection()
     import cv2

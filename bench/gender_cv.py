@@ -3,7 +3,8 @@
 Usage: python bench/gender_cv.py [--folds 5] [--config F] [--data ../shared/data]
                                  [--train fairface] [--target 0.98] [--cache FILE.pkl] [--json]
 
-The configured detector and both gender models run once per image (facesieve.learn.extract).
+The configured detector and both gender models run once per image
+(facesieve.evaluation.learn.extract).
 Then, for each model compared, each fold's model is fit (the head) and its
 `min_gender_confidence` chosen (lowest threshold reaching --target accuracy on inner
 out-of-fold predictions) on the training folds of the --train folders only, and applied
@@ -44,7 +45,7 @@ def groups_of(items: Sequence[Any]) -> dict[str, dict[str, list[Any]]]:
 
 
 def summary(items: Sequence[Any], policy: Any) -> dict[str, Any]:
-    from facesieve.learn import held_out_figures, wilson
+    from facesieve.evaluation.learn import held_out_figures, wilson
 
     f = held_out_figures(items, policy)
     return {
@@ -104,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from facesieve.config import load_config
-    from facesieve.learn import cross_validate, extract, fixed, head_fitter
+    from facesieve.evaluation.learn import cross_validate, extract, fixed, head_fitter
 
     config = load_config(args.config)
     if args.cache is not None and args.cache.is_file():

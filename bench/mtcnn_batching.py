@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from facesieve.analyzer import Analyzer, _shrink
     from facesieve.config import ModelsConfig
-    from facesieve.images import decode_image
+    from facesieve.judging.analyzer import Analyzer, _shrink
+    from facesieve.judging.images import decode_image
 
     analyzer = Analyzer(ModelsConfig(detector="mtcnn"), min_face_size=40, gender=False)
     analyzer.load()

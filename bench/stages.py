@@ -48,17 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from facesieve.actions import move_file
-    from facesieve.analyzer import load_analyzer
+    from facesieve.acting.moves import move_file
     from facesieve.config import Config
-    from facesieve.images import decode_image, read_file
-    from facesieve.policy import decide
+    from facesieve.judging.analyzer import load_analyzer
+    from facesieve.judging.images import decode_image, read_file
+    from facesieve.judging.policy import decide
 
     config = Config(models={"detector": args.detector} if args.detector else {})
     analyzer = load_analyzer(config, gender=True)
     # The stages are timed one by one, so this reaches past analyze() on purpose:
     # align + classify time the bundled model, faceres the faceres half of `combined`.
-    from facesieve.gender import BundledGender, FaceresGender
+    from facesieve.judging.gender import BundledGender, FaceresGender
 
     gender = BundledGender(mirror=config.models.gender_mirror)
     faceres = FaceresGender(mirror=config.models.gender_mirror)

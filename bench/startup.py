@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The CLI in-process, then one line naming whether TensorFlow got imported.
 WRAPPER = (
-    "import sys; from facesieve.cli import main; code = main(sys.argv[1:]); "
+    "import sys; from facesieve.cli.main import main; code = main(sys.argv[1:]); "
     "print('TF' if 'tensorflow' in sys.modules else 'noTF', code)"
 )
 

@@ -50,7 +50,7 @@ def build_folder(data: Path, target: Path, per_folder: int) -> dict[str, dict[st
 
 
 def is_adult(row: dict[str, str]) -> bool:
-    from facesieve.evaluate import is_child
+    from facesieve.evaluation.evaluate import is_child
 
     return row["folder"] in ("fairface", "utkface") and is_child(row) is not True
 

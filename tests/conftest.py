@@ -25,7 +25,7 @@ def labelled(folder: str) -> list[dict[str, str]]:
 
 
 def is_adult(folder: str, row: dict[str, str]) -> bool:
-    from facesieve.evaluate import is_child
+    from facesieve.evaluation.evaluate import is_child
 
     return is_child(row) is not True
 
@@ -47,8 +47,8 @@ def deepface_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
     """The real default detector and gender model, loaded once for the session."""
-    from facesieve.analyzer import load_analyzer
     from facesieve.config import Config
+    from facesieve.judging.analyzer import load_analyzer
 
     return load_analyzer(Config(), gender=True)
 
@@ -56,8 +56,8 @@ def analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def mtcnn_analyzer(deepface_home: Path):  # type: ignore[no-untyped-def]
     """DeepFace's MTCNN with the default gender model, loaded once for the session."""
-    from facesieve.analyzer import load_analyzer
     from facesieve.config import Config
+    from facesieve.judging.analyzer import load_analyzer
 
     return load_analyzer(Config(models={"detector": "mtcnn"}), gender=True)
 

@@ -97,10 +97,10 @@ def scan_for_review(inbox: Path, images: Sequence[Path], analyzer: Any, **config
     2 of the first 40 adults would.
     """
     from facesieve.config import Config
-    from facesieve.engine import Engine
-    from facesieve.inbox import Inbox
-    from facesieve.judge import Status
-    from facesieve.ledger import Ledger
+    from facesieve.engines.local import Engine
+    from facesieve.intake.inbox import Inbox
+    from facesieve.judging.judge import Status
+    from facesieve.ledger.store import Ledger
 
     inbox.mkdir(parents=True, exist_ok=True)
     for image in images:

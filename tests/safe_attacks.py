@@ -33,11 +33,12 @@ from typing import Any
 
 from PIL import Image
 
-from facesieve import actions, apply
+from facesieve.acting import apply
+from facesieve.acting import moves as actions
 from facesieve.config import Config
-from facesieve.images import DecodedImage
-from facesieve.notify import Notifier
-from facesieve.policy import Face
+from facesieve.daemon.notify import Notifier
+from facesieve.judging.images import DecodedImage
+from facesieve.judging.policy import Face
 
 UPLOADER = 5002  # the uploader's uid: owns every upload
 OTHER_FS = Path("/dev/shm")
@@ -333,7 +334,8 @@ def at_the_link(strike: Callable[[], None], times: int = 1) -> Iterator[list[int
 
 def run_scan(layout: Layout, config: Config) -> int:
     """`facesieve scan` as the CLI runs it, with the stand-in model."""
-    from facesieve import analyzer, cli
+    from facesieve import cli
+    from facesieve.judging import analyzer
 
     config_path = layout.base / f"scan-{time.time_ns()}.toml"
     config_path.write_text(_toml(config))
@@ -366,7 +368,7 @@ def run_watch(
 ) -> int:
     """`facesieve watch` in this process: `during()` runs once the guard is ready,
     then it is stopped with SIGTERM when `until()` holds (or after `timeout`)."""
-    from facesieve.watch import Guard
+    from facesieve.daemon.guard import Guard
 
     guard = Guard(
         config, notifier=Notifier.from_environment({}), make_analyzer=lambda c: ColourModel()

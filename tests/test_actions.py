@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from facesieve.actions import PARTIAL_SUFFIX, Action, free_destination, move_file, plan
+from facesieve.acting.moves import PARTIAL_SUFFIX, Action, free_destination, move_file, plan
 from facesieve.config import ActionsConfig, Config
-from facesieve.policy import Verdict
+from facesieve.judging.policy import Verdict
 
 
 def make(path: Path, content: bytes = b"image bytes", mode: int = 0o640) -> Path:

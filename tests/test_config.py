@@ -215,7 +215,7 @@ def test_a_managed_folder_may_not_contain_or_be_the_root(tmp_path: Path, key: st
 
 
 def test_scan_refuses_a_quarantine_that_holds_the_folder(tmp_path: Path) -> None:
-    from facesieve.cli import main
+    from facesieve.cli.main import main
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

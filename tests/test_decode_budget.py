@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from facesieve.config import ImagesConfig
-from facesieve.decoder import Decoder
 from facesieve.errors import DecodeInterruptedError, UnreadableImageError
-from facesieve.images import decode_image, jpeg_scan_count
+from facesieve.judging.decoder import Decoder
+from facesieve.judging.images import decode_image, jpeg_scan_count
 
 from .images_util import scan_bomb
 

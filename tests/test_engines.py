@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from facesieve.errors import ExitCode
-from facesieve.shards import shard_of
+from facesieve.ledger.shards import shard_of
 
 from .cli_util import tree
 from .conftest import DATA, labelled
@@ -164,7 +164,7 @@ class _RayWatch:
 
 def _reapers_of(driver: int, seconds: float = 15) -> list[int]:
     """The reaper processes of `driver` still running after up to `seconds`."""
-    wanted = b"facesieve.reaper\x00" + str(driver).encode() + b"\x00"
+    wanted = b"facesieve.engines.reaper\x00" + str(driver).encode() + b"\x00"
     deadline = time.monotonic() + seconds
     while True:
         found = [

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from facesieve.config import PolicyConfig
-from facesieve.evaluate import Sample, coverage_curve, figures
-from facesieve.policy import Face
+from facesieve.evaluation.evaluate import Sample, coverage_curve, figures
+from facesieve.judging.policy import Face
 
 from .cli_util import run_cli
 from .conftest import DATA, is_adult, labelled

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from facesieve.errors import ModelLoadError
-from facesieve.gender import (
+from facesieve.judging.gender import (
     FACERES_ONNX,
     SHIPPED_HEAD,
     CombinedGender,
@@ -23,7 +23,7 @@ from facesieve.gender import (
     GenderFeatures,
     GenderHead,
 )
-from facesieve.images import decode_image
+from facesieve.judging.images import decode_image
 
 from .conftest import DATA, PROJECT, is_adult, labelled
 

@@ -18,8 +18,8 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from facesieve.config import Config, load_config
-from facesieve.notify import Notifier
-from facesieve.watch import Guard
+from facesieve.daemon.guard import Guard
+from facesieve.daemon.notify import Notifier
 
 
 class NoFaces:
@@ -88,7 +88,7 @@ def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
 
 
 def test_process_many_leaves_no_decoder_thread(tmp_path: Path) -> None:
-    from facesieve.engine import Engine
+    from facesieve.engines.local import Engine
 
     for index in range(10):
         Image.new("RGB", (16, 16)).save(tmp_path / f"{index}.png")
@@ -183,8 +183,8 @@ class SlowNoFaces(NoFaces):
 
 
 def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path) -> None:
-    from facesieve.engine import Engine
-    from facesieve.ledger import Ledger
+    from facesieve.engines.local import Engine
+    from facesieve.ledger.store import Ledger
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

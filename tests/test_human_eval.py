@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from facesieve.config import ResolvedFolders
-from facesieve.ledger import Ledger
-from facesieve.settle import in_review
+from facesieve.ledger.store import Ledger
+from facesieve.people.desk import in_review
 
 from .cli_util import run_cli
 from .conftest import DATA, is_adult, labelled
@@ -100,7 +100,7 @@ def test_approve_reject_round_trip_and_eval_ledger_counts(tmp_path: Path, analyz
     assert not (tmp_path / "own-head.json").exists()  # not without --activate
     activated = run_cli(*args, "--config", str(config), "--activate", timeout=1200)
     assert activated.code == 0, activated.stderr[-3000:]
-    from facesieve.gender import GenderHead
+    from facesieve.judging.gender import GenderHead
 
     head = GenderHead.load(tmp_path / "own-head.json")
     assert head.description["faces"] == len(men) + len(women)

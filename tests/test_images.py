@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from facesieve.errors import ImageAccessError, UnreadableImageError
-from facesieve.images import decode_image, read_file
+from facesieve.judging.images import decode_image, read_file
 
 from .images_util import write_png_bomb, write_truncated_copy
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from facesieve.config import Config, watch_folders
-from facesieve.inbox import Inbox
+from facesieve.intake.inbox import Inbox
 
 from .cli_util import run_cli
 from .conftest import DATA, labelled

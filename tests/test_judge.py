@@ -15,10 +15,10 @@ import pytest
 
 from facesieve import errors
 from facesieve.config import Config
-from facesieve.images import read_file
-from facesieve.judge import Judgement, NotJudged, Seen, Status, judge, judge_many
-from facesieve.ledger import policy_fingerprint
-from facesieve.policy import Verdict
+from facesieve.judging.images import read_file
+from facesieve.judging.judge import Judgement, NotJudged, Seen, Status, judge, judge_many
+from facesieve.judging.policy import Verdict
+from facesieve.ledger.store import policy_fingerprint
 
 from .conftest import DATA, labelled
 

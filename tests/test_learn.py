@@ -10,10 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facesieve.evaluate import Sample
-from facesieve.gender import BundledGender, GenderFeatures, GenderHead
-from facesieve.images import decode_image
-from facesieve.learn import LabelledImage, fit_head, fit_logistic, stratified_folds, wilson
+from facesieve.evaluation.evaluate import Sample
+from facesieve.evaluation.learn import (
+    LabelledImage,
+    fit_head,
+    fit_logistic,
+    stratified_folds,
+    wilson,
+)
+from facesieve.judging.gender import BundledGender, GenderFeatures, GenderHead
+from facesieve.judging.images import decode_image
 
 from .cli_util import run_cli
 from .conftest import DATA, is_adult, labelled
@@ -151,7 +157,7 @@ def test_learn_refuses_a_folder_without_labels(tmp_path: Path) -> None:
 def test_cross_validated_gender_on_fairface_meets_the_readme(deepface_home: Path) -> None:
     """The README's FairFace gender figure: head and threshold fit without the held-out fold."""
     from facesieve.config import Config
-    from facesieve.learn import cross_validate, extract, held_out_figures
+    from facesieve.evaluation.learn import cross_validate, extract, held_out_figures
 
     labelled("fairface")
     config = Config()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from facesieve.ledger import Ledger
+from facesieve.ledger.store import Ledger
 
 
 def record(ledger: Ledger, path: Path) -> int:
@@ -67,8 +67,8 @@ def test_a_corrupt_ledger_stops_scan_and_watch_with_the_ledger_exit_code(
     from structlog.testing import capture_logs
 
     from facesieve.config import Config
-    from facesieve.notify import Notifier
-    from facesieve.watch import Guard
+    from facesieve.daemon.guard import Guard
+    from facesieve.daemon.notify import Notifier
 
     from .cli_util import run_cli
 

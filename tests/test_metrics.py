@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from facesieve.apply import Outcome
+from facesieve.acting.apply import Outcome
 from facesieve.config import Config
+from facesieve.daemon.metrics import Metrics
 from facesieve.errors import ConfigError
-from facesieve.judge import Status
-from facesieve.metrics import Metrics
-from facesieve.policy import Verdict
+from facesieve.judging.judge import Status
+from facesieve.judging.policy import Verdict
 
 from .conftest import DATA, labelled
 from .daemon_util import Daemon, write_config

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from facesieve.config import Config, PolicyConfig
-from facesieve.images import decode_image
-from facesieve.policy import Face, Verdict, decide
+from facesieve.judging.images import decode_image
+from facesieve.judging.policy import Face, Verdict, decide
 
 from .conftest import DATA, is_adult, labelled
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from facesieve.ledger import Ledger
+from facesieve.ledger.store import Ledger
 from facesieve.paths import json_safe, readable
 
 from .cli_util import run_cli

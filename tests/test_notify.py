@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from facesieve.notify import Notifier
+from facesieve.daemon.notify import Notifier
 
 TIMEOUT = 2.0
 
@@ -165,7 +165,7 @@ def test_full_queue_times_out_instead_of_hanging(
     monkeypatch: pytest.MonkeyPatch, listener: tuple[socket.socket, str]
 ) -> None:
     """A manager that stops reading must cost a False, not a stuck watchdog thread."""
-    monkeypatch.setattr("facesieve.notify._SEND_TIMEOUT", 0.05)
+    monkeypatch.setattr("facesieve.daemon.notify._SEND_TIMEOUT", 0.05)
     sock, path = listener
     with Notifier.from_environment({"NOTIFY_SOCKET": path}) as notifier:
         assert notifier.watchdog() is True

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from facesieve.apply import Outcome
+from facesieve.acting.apply import Outcome
 from facesieve.config import Config
-from facesieve.engine import Engine
-from facesieve.judge import Status
+from facesieve.engines.local import Engine
+from facesieve.judging.judge import Status
 
 from .cli_util import run_cli
 from .conftest import copy_images, labelled

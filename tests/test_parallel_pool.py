@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from facesieve.engines.pool import JudgePool, portable_error
 from facesieve.errors import ConfigError, ModelLoadError, WorkerError
-from facesieve.parallel import JudgePool, portable_error
 from tests import parallel_util
 
 
@@ -162,7 +162,7 @@ _ORPHAN_SCRIPT = """
 import sys, time
 from pathlib import Path
 from facesieve.logs import configure_logging
-from facesieve.parallel import JudgePool
+from facesieve.engines.pool import JudgePool
 from tests import parallel_util
 configure_logging(level="warning", format="json", stream=sys.stderr)
 paths = [Path(sys.argv[1]) / f"{n}.jpg" for n in range(100000)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from facesieve.config import PolicyConfig
-from facesieve.policy import Face, Verdict, decide
+from facesieve.judging.policy import Face, Verdict, decide
 
 MAN = Face((10, 10, 100, 100), 0.999, "man", 0.99)
 WOMAN = Face((200, 10, 80, 80), 0.999, "woman", 0.98)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from facesieve.reaper import descendants, stop_stale
+from facesieve.engines.reaper import descendants, stop_stale
 
 # A "driver" that starts one Ray-like child and one ordinary child, prints their pids
 # and waits to be killed.
@@ -48,7 +48,7 @@ def test_a_killed_driver_s_ray_processes_are_stopped_by_its_reaper(tmp_path: Pat
     ray_like, plain = (int(pid) for pid in driver.stdout.readline().split())
     state = tmp_path / "ray-cluster-1.json"
     reaper = subprocess.Popen(
-        [sys.executable, "-m", "facesieve.reaper", str(driver.pid), str(state)],
+        [sys.executable, "-m", "facesieve.engines.reaper", str(driver.pid), str(state)],
         stdin=subprocess.PIPE,
         start_new_session=True,
     )

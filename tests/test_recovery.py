@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facesieve.actions import PARTIAL_SUFFIX
+from facesieve.acting.moves import PARTIAL_SUFFIX
 from facesieve.config import Config
-from facesieve.engine import Engine
-from facesieve.ledger import Ledger
+from facesieve.engines.local import Engine
+from facesieve.ledger.store import Ledger
 
 
 class _NoModels:

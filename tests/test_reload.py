@@ -14,8 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from facesieve.config import load_config
-from facesieve.notify import Notifier
-from facesieve.watch import Guard
+from facesieve.daemon.guard import Guard
+from facesieve.daemon.notify import Notifier
 
 from .conftest import DATA, labelled
 

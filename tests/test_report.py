@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from facesieve.cli import main
+from facesieve.cli.main import main
 
 from .cli_util import run_cli
 from .conftest import DATA

@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import structlog
 
-from facesieve import ledger as ledger_module
-from facesieve.actions import free_destination, move_file, plan
-from facesieve.cli import main
+from facesieve.acting.moves import free_destination, move_file, plan
+from facesieve.cli.main import main
 from facesieve.config import Config, ResolvedFolders
-from facesieve.engine import Engine
-from facesieve.judge import Status
-from facesieve.ledger import Ledger, LedgerRow
-from facesieve.policy import Verdict
-from facesieve.restore import parse_duration, parse_since
+from facesieve.engines.local import Engine
+from facesieve.judging.judge import Status
+from facesieve.judging.policy import Verdict
+from facesieve.ledger import store as ledger_module
+from facesieve.ledger.store import Ledger, LedgerRow
+from facesieve.people.restore import parse_duration, parse_since
 
 from .cli_util import run_cli, tree
 

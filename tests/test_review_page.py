@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from facesieve.config import ResolvedFolders
-from facesieve.ledger import Ledger, LedgerRow
-from facesieve.settle import in_review
+from facesieve.ledger.store import Ledger, LedgerRow
+from facesieve.people.desk import in_review
 
 from .conftest import DATA, PROJECT, is_adult, labelled
 from .review_util import browser, review_server, scan_for_review, wait_shown

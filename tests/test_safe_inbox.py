@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import structlog
 
-from facesieve import inbox
 from facesieve.config import Config
-from facesieve.ledger import Ledger
-from facesieve.safefs import Identity
+from facesieve.intake import inbox
+from facesieve.intake.safefs import Identity
+from facesieve.ledger.store import Ledger
 
 from .cli_util import run_cli
 from .conftest import DATA, labelled
@@ -151,7 +151,7 @@ def test_a_planted_state_folder_is_refused(tmp_path: Path, planted: str, mode: s
 def test_restore_never_follows_a_symlinked_folder_on_the_original_path(
     layout: Layout, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from facesieve.cli import main
+    from facesieve.cli.main import main
 
     layout.upload("sub/x.bmp", RED)
     config = layout.config()

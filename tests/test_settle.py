@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from facesieve.cli import main
+from facesieve.cli.main import main
 from facesieve.config import Config, FoldersConfig
-from facesieve.engine import Engine
+from facesieve.engines.local import Engine
 from facesieve.errors import AlreadySettledError
-from facesieve.judge import Status
-from facesieve.ledger import Ledger, LedgerRow
-from facesieve.restore import Fate, fate
-from facesieve.settle import Label, in_review, settle, undo
+from facesieve.judging.judge import Status
+from facesieve.ledger.store import Ledger, LedgerRow
+from facesieve.people.desk import Label, in_review, settle, undo
+from facesieve.people.restore import Fate, fate
 
 from .test_restore import MTIME_NS, NoModels, cli, judged, setup
 
@@ -200,7 +200,7 @@ def test_two_deciders_at_once_act_on_the_file_once(tmp_path: Path) -> None:
 
 
 def test_a_policy_change_never_rejudges_what_a_person_settled(tmp_path: Path) -> None:
-    from facesieve.rejudge import stale_decisions
+    from facesieve.people.rejudge import stale_decisions
 
     folders, ledger = setup(tmp_path)
     settled = judged(ledger, folders, "settled.jpg", "review")

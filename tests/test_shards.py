@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from facesieve.errors import LedgerError
-from facesieve.ledger import Ledger
-from facesieve.shards import (
+from facesieve.ledger.shards import (
     ID_SPAN,
     LedgerUnion,
     ShardLock,
@@ -20,6 +19,7 @@ from facesieve.shards import (
     shard_of,
     shard_path,
 )
+from facesieve.ledger.store import Ledger
 
 
 def _decide(ledger: Ledger, path: str, verdict: str = "reject") -> int:
@@ -48,7 +48,7 @@ def test_a_file_shard_is_its_folder_hash_and_the_same_in_every_process(tmp_path:
     assert len({shard_of(tmp_path / f"d{n}" / "x.jpg", 8) for n in range(64)}) == 8
     here = [shard_of(tmp_path / f"d{n}" / "x.jpg", 8) for n in range(16)]
     script = (
-        "import sys; from pathlib import Path; from facesieve.shards import shard_of; "
+        "import sys; from pathlib import Path; from facesieve.ledger.shards import shard_of; "
         "print([shard_of(Path(sys.argv[1]) / f'd{n}' / 'x.jpg', 8) for n in range(16)])"
     )
     # Another interpreter (another hash seed) puts every folder in the same shard.
@@ -112,7 +112,8 @@ def test_a_shard_has_one_owner_at_a_time_and_a_dead_owner_frees_it(tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from facesieve.shards import ShardLock;"
+            "import sys, time; from pathlib import Path;"
+            "from facesieve.ledger.shards import ShardLock;"
             "assert ShardLock(Path(sys.argv[1])).acquire(); print('held', flush=True);"
             "time.sleep(60)",
             str(file),

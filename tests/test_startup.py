@@ -23,7 +23,7 @@ HEAVY = ("tensorflow", "deepface", "mtcnn", "keras", "tf_keras", "onnxruntime", 
 # Runs the CLI in-process, then prints the heavy modules it imported on stdout's last line.
 _WRAPPER = """
 import json, sys
-from facesieve.cli import main
+from facesieve.cli.main import main
 code = main(sys.argv[1:])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[0])))
 print(json.dumps({"code": code, "heavy": heavy}))
@@ -45,7 +45,7 @@ def imported_by(*args: str) -> tuple[int, list[str], str]:
 
 def test_importing_the_cli_imports_no_model_package() -> None:
     code = (
-        "import sys, facesieve.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))"
+        "import sys, facesieve.cli;print(sorted(m for m in sys.modules if m.split('.')[0] in %r))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code % (HEAVY,)], capture_output=True, text=True, check=True
@@ -97,9 +97,9 @@ def test_a_reloaded_policy_that_requires_a_gender_loads_the_gender_model(
     deepface_home: Path,
 ) -> None:
     """watch's worker calls use_gender() when a reload changes `require`."""
-    from facesieve.analyzer import load_analyzer
     from facesieve.config import Config
-    from facesieve.images import decode_image
+    from facesieve.judging.analyzer import load_analyzer
+    from facesieve.judging.images import decode_image
 
     labelled("fairface")
     analyzer = load_analyzer(Config())  # require = "face": no gender model

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from facesieve.cli import main
+from facesieve.cli.main import main
 
 from .test_restore import judged, set_moved_at, setup
 
@@ -143,7 +143,7 @@ def test_stats_on_an_empty_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[
     ],
 )
 def test_percentiles_are_nearest_rank(tmp_path: Path, count: int, p50: float, p95: float) -> None:
-    from facesieve.stats import collect
+    from facesieve.people.stats import collect
 
     folders, ledger = setup(tmp_path)
     for index in range(count):

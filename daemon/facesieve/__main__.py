@@ -1,3 +1,3 @@
-from facesieve.cli import main
+from facesieve.cli.main import main
 
 raise SystemExit(main())

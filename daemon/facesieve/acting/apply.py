@@ -1,0 +1,380 @@
+"""Apply: a judgement becomes a ledger intent, an action, and the ledger's word it is done.
+
+The order is what makes a crash harmless: the intent (a pending row) is on disk
+before the file moves, and `recover` settles every pending row at the next start.
+Only `actions` touches files; this module decides which call to make and records it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import ActionsConfig, ResolvedFolders
+from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
+from ..intake.safefs import Folder, HeldFile, Identity, is_symlink_refusal
+from ..judging.judge import Judgement, NotJudged, Seen, Status
+from ..judging.policy import Face, Verdict
+from ..ledger.store import Ledger, LedgerRow
+from ..logs import get_logger
+from .moves import (
+    Action,
+    Places,
+    check_unchanged,
+    delete_held,
+    free_destination,
+    identity_of,
+    move_held,
+    plan,
+    remove_partials,
+    resume_move,
+)
+
+__all__ = ["Applier", "Outcome"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one file: its verdict, if any, and what was done about it."""
+
+    path: Path
+    status: Status
+    verdict: Verdict | None = None
+    reason: str = ""
+    faces: tuple[Face, ...] = ()
+    action: str | None = None
+    destination: Path | None = None
+    elapsed_ms: float = 0.0
+    sha256: str | None = None
+    size: int | None = None
+    retry_in: float | None = None  # DEFERRED: seconds until it is worth another look
+
+    def as_dict(self, *, with_action: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": str(self.path),
+            "verdict": None if self.verdict is None else self.verdict.value,
+            "reason": self.reason,
+            "faces": [face.as_dict() for face in self.faces],
+        }
+        if with_action:
+            data["action"] = self.action
+            data["destination"] = None if self.destination is None else str(self.destination)
+        return data
+
+
+class Applier:
+    """Acts on judgements in `folders` and records them in `ledger`.
+
+    Without folders it only reports (`check`); with `dry_run` it plans and reports.
+    Like the ledger it holds, an applier belongs to one thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        folders: ResolvedFolders | None = None,
+        ledger: Ledger | None = None,
+        dry_run: bool = False,
+        rejudge: Callable[[LedgerRow], bool] | None = None,
+        unreadable_grace: float = 0.0,
+        mode: int = 0o640,
+    ) -> None:
+        self.folders = folders
+        self.ledger = ledger
+        self.dry_run = dry_run
+        # Decisions to judge again although the file is unchanged (`scan --rejudge`).
+        self.rejudge = rejudge
+        # "unreadable" on a file changed less than this long ago is provisional
+        # ([images] unreadable_grace_seconds): maybe an upload written in pieces.
+        self.unreadable_grace = unreadable_grace
+        self._log = get_logger()
+        # The inbox and facesieve's folders, held by descriptor: every action works
+        # relative to them and never follows a symlink.
+        self.places = Places(folders, mode=mode) if folders is not None else None
+        if self.places is not None and not dry_run:
+            self.places.check_state_folders()
+
+    def close(self) -> None:
+        if self.places is not None:
+            self.places.close()
+
+    def seen(self, path: Path) -> Seen | None:
+        """The recorded decision that left a file at `path` in place, if any."""
+        if self.ledger is None or self.dry_run:
+            return None
+        row = self.ledger.last_done(path)
+        if row is None or not row.left_in_place:
+            return None
+        if self.rejudge is not None and self.rejudge(row):
+            return None
+        return Seen(
+            row.size,
+            row.mtime_ns,
+            row.sha256,
+            f"ledger #{row.id}",
+            dev=row.dev,
+            ino=row.ino,
+            ctime_ns=row.ctime_ns,
+        )
+
+    def apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
+        """Act on one judgement as `actions` says, record it, and log it. Never raises
+        for one file's trouble: an action that fails leaves the file where it was.
+        Only a ledger that cannot be written (`LedgerError`) ends the run: no decision
+        could be recorded any more."""
+        try:
+            return self._apply(result, actions)
+        except LedgerError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
+            reason = f"{type(error).__name__}: {error}"
+            return self._report(Outcome(result.path, Status.ERROR, reason=reason), None)
+
+    def _apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
+        if isinstance(result, NotJudged):
+            return self._report(Outcome(result.path, result.status, reason=result.reason), None)
+        started = time.perf_counter()
+        outcome = Outcome(
+            result.path,
+            Status.DECIDED,
+            verdict=result.verdict,
+            reason=result.reason,
+            faces=result.faces,
+            sha256=result.sha256,
+            size=result.size,
+        )
+        if self.folders is not None:
+            outcome = self._act(result, outcome, actions, self.folders)
+        elapsed = result.elapsed_ms + (time.perf_counter() - started) * 1000
+        return self._report(replace(outcome, elapsed_ms=round(elapsed, 1)), result.models)
+
+    def _act(
+        self,
+        judgement: Judgement,
+        outcome: Outcome,
+        actions: ActionsConfig,
+        folders: ResolvedFolders,
+    ) -> Outcome:
+        verdict = judgement.verdict
+        action, folder = plan(verdict, actions, folders)
+        path = judgement.path
+        destination = free_destination(path, folders.root, folder) if folder else None
+        outcome = replace(outcome, action=action.value, destination=destination)
+        if self.dry_run:
+            return outcome
+        assert self.places is not None
+        judged = Identity(
+            judgement.dev, judgement.ino, judgement.size, judgement.mtime_ns, judgement.ctime_ns
+        )
+        young = self.unreadable_grace - (time.time_ns() - judgement.ctime_ns) / 1e9
+        if verdict is Verdict.UNREADABLE and young > 0:
+            # Maybe an upload written in pieces: look again, never act on a piece.
+            return self._deferred(outcome, "unreadable but changed moments ago", young)
+        held = self._hold(path, judged)
+        if isinstance(held, Outcome):
+            return replace(outcome, status=held.status, reason=held.reason, destination=None)
+        with held:
+            return self._act_on(held, judgement, outcome, action, folder, destination, folders)
+
+    def _hold(self, path: Path, judged: Identity) -> HeldFile | Outcome:
+        """The judged file, opened from the held root, if its name still refers to it."""
+        assert self.places is not None
+        root = self.places.root
+        try:
+            parts = root.parts(path)[:-1]
+            folder_fd = root.open_folder(parts)
+        except ValueError:
+            return Outcome(path, Status.SKIPPED, reason="outside the folder: never touched")
+        except OSError as error:
+            why = (
+                "a folder on its path is a symlink: never followed"
+                if is_symlink_refusal(error)
+                else f"its folder is gone: {error.strerror}"
+            )
+            return self._deferred(Outcome(path, Status.DECIDED), why)
+        try:
+            held = HeldFile(path, folder_fd, path.name)
+        except ImageAccessError as error:
+            return self._deferred(Outcome(path, Status.DECIDED), str(error))
+        if held.identity != judged:
+            held.close()
+            return self._deferred(
+                Outcome(path, Status.DECIDED), "it is not the file judged any more"
+            )
+        held.parts = parts
+        return held
+
+    def _act_on(
+        self,
+        held: HeldFile,
+        judgement: Judgement,
+        outcome: Outcome,
+        action: Action,
+        folder: Path | None,
+        destination: Path | None,
+        folders: ResolvedFolders,
+    ) -> Outcome:
+        assert self.places is not None
+        path, root, parts = judgement.path, self.places.root, held.parts
+        try:
+            check_unchanged(held, root, parts)
+        except ChangedError as error:
+            return self._deferred(outcome, str(error))
+        row_id = None
+        if self.ledger is not None:
+            self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
+            row_id = self.ledger.begin(
+                path=path,
+                root=folders.root,
+                size=judgement.size,
+                mtime_ns=judgement.mtime_ns,
+                mode=judgement.mode,
+                sha256=judgement.sha256,
+                faces=[f.as_dict() for f in judgement.faces],
+                verdict=judgement.verdict.value,
+                reason=judgement.reason,
+                action=action.value,
+                destination=destination,
+                models=judgement.models,
+                elapsed_ms=round(judgement.elapsed_ms, 1),
+                policy=judgement.policy_fingerprint,
+                identity=held.identity,
+            )
+        try:
+            landed: Path | None = None
+            if destination is not None and folder is not None:
+                landed = move_held(
+                    held,
+                    root,
+                    parts,
+                    destination,
+                    self.places.state_folder(folder),
+                    mode=self.places.mode,
+                    sha256=judgement.sha256,
+                )
+            elif action is Action.DELETE:
+                delete_held(held, root, parts, sha256=judgement.sha256)
+        except ChangedError as error:
+            if self.ledger is not None and row_id is not None:
+                self.ledger.fail(row_id, f"changed while acted on, nothing done: {error}")
+            return self._deferred(outcome, str(error))
+        except ActionError as error:
+            if self.ledger is not None and row_id is not None:
+                self.ledger.fail(row_id, str(error))
+            return replace(outcome, status=Status.ERROR, reason=f"{outcome.reason}; {error}")
+        if self.ledger is not None and row_id is not None:
+            self.ledger.complete(row_id, landed)
+        return replace(outcome, destination=landed)
+
+    def _deferred(self, outcome: Outcome, why: str, retry_in: float = 0.5) -> Outcome:
+        return replace(
+            outcome,
+            status=Status.DEFERRED,
+            reason=f"{why}: nothing done, judged again",
+            destination=None,
+            retry_in=retry_in,
+        )
+
+    def recover(self) -> int:
+        """Settle every action a crash left half-done; returns how many were pending.
+
+        After it, each file is in exactly one place and its ledger row says which:
+        a move that happened is completed (its source unlinked if it lingered), one
+        that did not is marked failed so the file, still in the inbox, is judged again.
+        A lingering source is unlinked only if it is still the judged inode with the
+        judged bytes, and no later row shows it judged or restored since.
+        """
+        if self.ledger is None or self.folders is None or self.places is None:
+            return 0
+        for folder in self.folders.managed():
+            for partial in remove_partials(folder):
+                self._log.warning("partial_removed", path=str(partial))
+        pending = self.ledger.pending()
+        for row in pending:
+            done, landed, why = self._settle(row)
+            if done:
+                identity = None
+                if row.is_restore and landed is not None:
+                    identity = identity_of(landed, self._base(landed))
+                self.ledger.complete(row.id, landed, identity)
+            else:
+                self.ledger.fail(row.id, why)
+            self._log.warning(
+                "recovered",
+                path=row.path,
+                action=row.action,
+                completed=done,
+                destination=None if landed is None else str(landed),
+                reason=why,
+            )
+        return len(pending)
+
+    def _base(self, path: Path) -> Folder | None:
+        """The held folder below which `path` lies; None (walk from `/`) when outside all."""
+        assert self.places is not None
+        try:
+            base, _ = self.places.base_of(path)
+        except ValueError:
+            return None
+        return base
+
+    def _settle(self, row: LedgerRow) -> tuple[bool, Path | None, str]:
+        """(completed?, where the file landed, why not) for one pending row."""
+        assert self.ledger is not None
+        source = Path(row.path)
+        interrupted = "interrupted before the action; judged again"
+        later = [] if row.is_restore else self.ledger.later_rows(row)
+        if row.action == Action.DELETE:
+            now = identity_of(source, self._base(source))
+            if now is None or (row.inode is not None and (now.dev, now.ino) != row.inode):
+                return True, None, ""
+            return False, None, interrupted
+        if row.destination is None or row.destination == row.path:
+            return True, None, ""
+        destination = Path(row.destination)
+        landed = resume_move(
+            source,
+            destination,
+            row.sha256,
+            source_base=self._base(source),
+            planned_base=self._base(destination),
+            inode=row.inode,
+            drop_source=not later,
+        )
+        if landed is None:
+            return False, None, interrupted
+        if later:
+            # Judged or restored since: its file is someone's again; touch nothing.
+            return False, None, f"superseded by ledger #{later[0].id}; files left as they are"
+        return True, landed, ""
+
+    def _report(self, outcome: Outcome, models: dict[str, str] | None) -> Outcome:
+        fields: dict[str, Any] = {"path": str(outcome.path), "reason": outcome.reason}
+        if outcome.status is Status.DECIDED:
+            models = models or {}
+            self._log.info(
+                "decision",
+                **fields,
+                verdict=outcome.verdict,
+                faces=[f.as_dict() for f in outcome.faces],
+                action=outcome.action,
+                destination=None if outcome.destination is None else str(outcome.destination),
+                sha256=outcome.sha256,
+                size=outcome.size,
+                elapsed_ms=outcome.elapsed_ms,
+                dry_run=self.dry_run,
+                detector=models.get("detector"),
+                gender_model=models.get("gender"),
+            )
+        elif outcome.status is Status.KNOWN:
+            self._log.debug("known", **fields)
+        elif outcome.status is Status.SKIPPED:
+            self._log.info("skipped", **fields)
+        elif outcome.status is Status.DEFERRED:
+            self._log.info("deferred", **fields, retry_in=outcome.retry_in)
+        else:
+            self._log.warning("not_judged", **fields)
+        return outcome

@@ -1,0 +1,778 @@
+"""The only module that changes files: keep, move into a folder, or delete.
+
+Moves never overwrite (a taken name gets a `~N` suffix), keep the path relative
+to the root and the mtime, and work across filesystems: copy to a partial name,
+fsync, link into place, then remove the source. A file is never in no place at
+all: the source goes only after its copy is durable.
+
+The inbox is written by others, so nothing here resolves a path string at the
+moment of acting: every folder is reached by descriptor from a held folder with
+no symlink followed (`safefs`), and a judged file is acted on through the
+descriptor it was read from (`HeldFile`). Right before a link, a copy's final
+step or an unlink, the name must still refer to the judged inode with the judged
+size, mtime and ctime; otherwise nothing is done (`ChangedError`) and the file is
+judged again. A copy across filesystems reads the held descriptor, never the
+path, and gets the source's permission bits without setuid, setgid or sticky,
+never wider than `[actions] mode`.
+
+A restore is the same move to one exact name: when that name is taken it fails
+instead of picking a `~N` name, since only the original path is "back".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+
+from ..config import ActionsConfig, ResolvedFolders
+from ..errors import (
+    ActionError,
+    ChangedError,
+    ImageAccessError,
+    RestoreConflictError,
+    UnsafeFolderError,
+)
+from ..intake.safefs import (
+    DIR_FLAGS,
+    Folder,
+    HeldFile,
+    Identity,
+    check_owner,
+    is_symlink_refusal,
+    open_path,
+    scan_folder,
+)
+from ..judging.policy import Verdict
+
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "STATE_FOLDER_MODE",
+    "Action",
+    "Places",
+    "check_unchanged",
+    "delete_file",
+    "delete_held",
+    "finish_restore",
+    "free_destination",
+    "identity_of",
+    "move_file",
+    "move_held",
+    "open_state_folder",
+    "plan",
+    "purge_file",
+    "remove_partials",
+    "restore_file",
+    "resume_move",
+    "safe_mode",
+]
+
+PARTIAL_SUFFIX = ".facesieve-partial"
+STATE_FOLDER_MODE = 0o750  # facesieve's own folders: never writable by the inbox's group
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOTSUP)
+
+
+class Action(StrEnum):
+    KEEP = "keep"  # left where it is
+    ACCEPT = "accept"  # moved to the accepted folder
+    QUARANTINE = "quarantine"
+    REVIEW = "review"
+    DELETE = "delete"
+    RESTORE = "restore"  # moved back from quarantine or review to where it was judged
+
+
+def plan(
+    verdict: Verdict, actions: ActionsConfig, folders: ResolvedFolders
+) -> tuple[Action, Path | None]:
+    """The action for a verdict and the folder it moves the file into, if any."""
+    if verdict is Verdict.KEEP:
+        if folders.accepted is not None:
+            return Action.ACCEPT, folders.accepted
+        return Action.KEEP, None
+    if verdict is Verdict.REVIEW:
+        return Action.REVIEW, folders.review
+    choices = {
+        Verdict.REJECT: actions.reject,
+        Verdict.UNREADABLE: actions.unreadable,
+        Verdict.NOT_IMAGE: actions.not_image,
+    }
+    choice = choices[verdict]
+    if choice == "delete":
+        return Action.DELETE, None
+    if choice == "keep":
+        return Action.KEEP, None
+    if choice == "review":
+        return Action.REVIEW, folders.review
+    return Action.QUARANTINE, folders.quarantine
+
+
+def safe_mode(mode: int, limit: int) -> int:
+    """A copy's permission bits: the source's, never setuid/setgid/sticky, never above `limit`."""
+    return stat.S_IMODE(mode) & 0o777 & limit
+
+
+def _candidates(target: Path) -> Iterator[Path]:
+    yield target
+    stem, suffix = target.stem, target.suffix
+    n = 1
+    while True:
+        yield target.with_name(f"{stem}~{n}{suffix}")
+        n += 1
+
+
+def free_destination(source: Path, root: Path, folder: Path) -> Path:
+    """Where `source` would land in `folder`: its path relative to `root`, not yet taken."""
+    try:
+        relative = source.relative_to(root)
+    except ValueError:
+        relative = Path(source.name)
+    for candidate in _candidates(folder / relative):
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")
+
+
+# -- folders by descriptor -------------------------------------------------------------
+
+
+def _make_below(base_fd: int, parts: tuple[str, ...], *, check: bool = False) -> int:
+    """A new descriptor of `base/parts...`, creating missing folders; no symlink followed.
+
+    `check`: every folder on the way must be this user's or root's (inside a state folder).
+    """
+    fd = os.open(".", DIR_FLAGS, dir_fd=base_fd)
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, f"{part!r} is not a folder name")
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, STATE_FOLDER_MODE, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if check:
+                check_owner(fd, Path(part))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _ensure_path(path: Path) -> int:
+    """A descriptor of an absolute folder, created if missing, walked from `/` without symlinks."""
+    root = os.open("/", DIR_FLAGS)
+    try:
+        return _make_below(root, Path(os.path.abspath(path)).parts[1:])
+    finally:
+        os.close(root)
+
+
+def open_state_folder(path: Path, *, create: bool = True) -> int:
+    """A descriptor of one of facesieve's own folders, created (0750) if missing and `create`.
+
+    Raises:
+        UnsafeFolderError: a symlink on its path, or it is owned by someone else.
+        FileNotFoundError: missing and not `create`.
+    """
+    try:
+        fd = _ensure_path(path) if create else open_path(path)
+    except OSError as error:
+        if is_symlink_refusal(error):
+            raise UnsafeFolderError(
+                f"{path}: a symlink (or a file) on its path; facesieve's folders "
+                "are never reached through a symlink"
+            ) from error
+        raise
+    try:
+        check_owner(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class Places:
+    """The inbox and facesieve's own folders of one run, each held open by descriptor.
+
+    State folders (the ledger's, quarantine, review, accepted) are created when
+    first needed, and refused (`UnsafeFolderError`) when a symlink or someone
+    else's: a planted `.facesieve` must not receive the ledger or the quarantine.
+    """
+
+    def __init__(self, folders: ResolvedFolders, *, mode: int = 0o640) -> None:
+        self.folders = folders
+        self.mode = mode
+        self.root = Folder.open(folders.root)
+        self._state: dict[Path, Folder] = {}
+        self._roots: dict[Path, Folder] = {}
+
+    def state_folder(self, path: Path, *, create: bool = True) -> Folder:
+        """A held state folder; created (mode 0750) if missing and `create`.
+
+        Raises:
+            UnsafeFolderError: a symlink on the way, or a folder owned by someone else.
+            FileNotFoundError: missing and not `create`.
+        """
+        path = Path(os.path.abspath(path))
+        held = self._state.get(path)
+        if held is not None:
+            return held
+        state = self.folders.state
+        if state in path.parents:
+            # Under the inbox, `.facesieve` itself must be ours as well as the folder in it.
+            os.close(open_state_folder(state, create=create))
+        held = self._state[path] = Folder(path, open_state_folder(path, create=create))
+        return held
+
+    def check_state_folders(self) -> None:
+        """Refuse an unsafe layout before anything is touched; creates nothing."""
+        for path in (self.folders.state, self.folders.ledger.parent, *self.folders.managed()):
+            if os.path.lexists(path):
+                self.state_folder(path, create=False)
+
+    def _moved_to(self) -> list[Path]:
+        folders = (self.folders.quarantine, self.folders.review, self.folders.accepted)
+        return sorted((p for p in folders if p is not None), key=lambda p: -len(p.parts))
+
+    def is_state(self, path: Path) -> bool:
+        """Whether `path` lies in quarantine, review or accepted."""
+        path = Path(os.path.abspath(path))
+        return any(folder in path.parents for folder in self._moved_to())
+
+    def base_of(self, path: Path) -> tuple[Folder, tuple[str, ...]]:
+        """The held folder `path` lies below (the deepest), and its parts below it.
+
+        Raises:
+            ValueError: `path` lies in none of them.
+        """
+        path = Path(os.path.abspath(path))
+        for folder in self._moved_to():
+            if folder in path.parents:
+                base = self.state_folder(folder)
+                return base, base.parts(path)
+        return self.root, self.root.parts(path)
+
+    def extra_root(self, root: Path) -> Folder:
+        """Another inbox (a ledger's older root), held like the first one."""
+        held = self._roots.get(root)
+        if held is None:
+            held = self._roots[root] = Folder.open(root)
+        return held
+
+    def close(self) -> None:
+        self.root.close()
+        for folder in [*self._state.values(), *self._roots.values()]:
+            folder.close()
+        self._state.clear()
+        self._roots.clear()
+
+    def __enter__(self) -> Places:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fsync(fd: int) -> None:
+    os.fsync(fd)
+
+
+# -- acting on a judged file -------------------------------------------------------------
+
+
+def _check_reachable(held: HeldFile, root: Folder, parts: tuple[str, ...]) -> None:
+    """The held file's folder must still be `root/parts...`, reached without symlinks."""
+    try:
+        fd = root.open_folder(parts)
+    except OSError as error:
+        raise ChangedError(
+            "a folder on its path was replaced by a symlink or moved: never followed"
+            if is_symlink_refusal(error)
+            else f"its folder is gone: {error.strerror}"
+        ) from error
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (info.st_dev, info.st_ino) != held.folder:
+        raise ChangedError("its folder was moved or replaced since it was judged")
+
+
+def _verify(held: HeldFile) -> None:
+    problem = held.changed()
+    if problem is not None:
+        raise ChangedError(problem)
+
+
+def check_unchanged(held: HeldFile, root: Folder, parts: tuple[str, ...]) -> None:
+    """The judged file is still reachable from `root` by the same folders, with its bytes.
+
+    Raises:
+        ChangedError: a folder on its path or the file itself changed since it was judged.
+    """
+    _check_reachable(held, root, parts)
+    _verify(held)
+
+
+def identity_of(path: Path, base: Folder | None) -> Identity | None:
+    """The identity of whatever is at `path` (never followed), or None if nothing is."""
+    try:
+        fd = _parent(path, base)
+    except (OSError, ValueError):
+        return None
+    try:
+        return Identity.of(os.stat(path.name, dir_fd=fd, follow_symlinks=False))
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def delete_held(
+    held: HeldFile, root: Folder, parts: tuple[str, ...], *, sha256: str | None = None
+) -> None:
+    """Delete the judged file, only if its name still refers to the bytes judged.
+
+    With `sha256`, the bytes themselves are compared first (a write within the
+    kernel clock's tick would leave ctime as it was).
+
+    Raises:
+        ChangedError: it changed; nothing was deleted.
+        ActionError: the unlink failed.
+    """
+    _check_reachable(held, root, parts)
+    _verify(held)
+    if sha256 is not None and _digest(held.fd) != sha256:
+        raise ChangedError("its bytes are not the ones judged")
+    _verify(held)
+    try:
+        os.unlink(held.name, dir_fd=held.dir_fd)
+        _fsync(held.dir_fd)
+    except OSError as error:
+        raise ActionError(f"cannot delete {held.path}: {error}") from error
+
+
+def move_held(
+    held: HeldFile,
+    root: Folder,
+    parts: tuple[str, ...],
+    destination: Path,
+    base: Folder,
+    *,
+    mode: int,
+    sha256: str | None,
+) -> Path:
+    """Move the judged file to `destination` (below the held `base`), or to a free `~N` name.
+
+    `parts` are the folders from `root` to the file, as it was judged. Returns where
+    it landed.
+
+    Raises:
+        ChangedError: the name, its folder or its bytes changed; nothing was moved.
+        ActionError: the move failed; the file is where it was.
+    """
+    _check_reachable(held, root, parts)
+    _verify(held)
+    try:
+        relative = base.parts(destination)
+    except ValueError as error:
+        raise ActionError(f"{destination} is not below {base.path}") from error
+    try:
+        folder_fd = _make_below(base.fd, relative[:-1], check=True)
+    except OSError as error:
+        raise ActionError(f"cannot create the folder of {destination}: {error}") from error
+    try:
+        for candidate in _candidates(Path(relative[-1])):
+            if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256):
+                return destination.with_name(candidate.name)
+    except OSError as error:
+        raise ActionError(f"cannot move {held.path} to {destination}: {error}") from error
+    finally:
+        os.close(folder_fd)
+    raise AssertionError("unreachable")
+
+
+def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None) -> bool:
+    """Move the held file to exactly `name` in `folder_fd`; False, nothing changed, if taken."""
+    _verify(held)
+    try:
+        # link() fails on an existing name, so no overwrite can race in.
+        os.link(
+            held.name, name, src_dir_fd=held.dir_fd, dst_dir_fd=folder_fd, follow_symlinks=False
+        )
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno == errno.EXDEV:
+            return _copy_across(held, folder_fd, name, mode=mode, sha256=sha256)
+        if error.errno in _NO_LINKS:
+            return _rename_if_free(held, folder_fd, name)
+        raise
+    linked = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    if not held.identity.same_inode(linked):
+        # The name was swapped between the check and the link: take back our link.
+        os.unlink(name, dir_fd=folder_fd)
+        raise ChangedError("its name was swapped for another file at the moment of acting")
+    _fsync(folder_fd)
+    # The link itself changed the inode's ctime; from here, any other change is a writer.
+    after_link = Identity.of(os.fstat(held.fd))
+    judged = held.identity
+    named = _named(held)
+    # The link bumped ctime, so a write between the last check and the link would
+    # hide behind it: the bytes themselves are compared once more (from page cache).
+    changed = (after_link.size, after_link.mtime_ns) != (judged.size, judged.mtime_ns)
+    if changed or named != after_link or (sha256 is not None and _digest(held.fd) != sha256):
+        os.unlink(name, dir_fd=folder_fd)
+        _fsync(folder_fd)
+        raise ChangedError("it changed at the moment of acting; the link was taken back")
+    if Identity.of(os.fstat(held.fd)) != after_link:
+        os.unlink(name, dir_fd=folder_fd)
+        _fsync(folder_fd)
+        raise ChangedError("it changed at the moment of acting; the link was taken back")
+    os.unlink(held.name, dir_fd=held.dir_fd)
+    _fsync(held.dir_fd)
+    return True
+
+
+def _digest(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
+    return digest.hexdigest()
+
+
+def _named(held: HeldFile) -> Identity | None:
+    try:
+        return Identity.of(os.stat(held.name, dir_fd=held.dir_fd, follow_symlinks=False))
+    except FileNotFoundError:
+        return None
+
+
+def _rename_if_free(held: HeldFile, folder_fd: int, name: str) -> bool:
+    # Filesystems without hard links: a check-then-rename, which is as close as they allow.
+    try:
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        return False
+    _verify(held)
+    os.rename(held.name, name, src_dir_fd=held.dir_fd, dst_dir_fd=folder_fd)
+    _fsync(folder_fd)
+    _fsync(held.dir_fd)
+    return True
+
+
+def _copy_across(
+    held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None
+) -> bool:
+    """Copy from the held descriptor, never the path; unlink the source only if unchanged."""
+    partial = name + PARTIAL_SUFFIX
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
+    except FileExistsError:
+        # Left by a crash (recovery removes these); the name is ours.
+        os.unlink(partial, dir_fd=folder_fd)
+        writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
+    placed = False
+    try:
+        try:
+            digest = hashlib.sha256()
+            offset = 0
+            while block := os.pread(held.fd, 1 << 20, offset):
+                digest.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(writer, view) :]
+                offset += len(block)
+            os.fchmod(writer, safe_mode(held.mode, mode))
+            os.utime(writer, ns=(held.atime_ns, held.identity.mtime_ns))
+            os.fsync(writer)
+        finally:
+            os.close(writer)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise ChangedError("its bytes are not the ones judged; the copy was removed")
+        _verify(held)
+        try:
+            os.link(partial, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except FileExistsError:
+            return False
+        placed = True
+        _fsync(folder_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial, dir_fd=folder_fd)
+    try:
+        _verify(held)
+    except ChangedError as error:
+        if placed:
+            os.unlink(name, dir_fd=folder_fd)
+            _fsync(folder_fd)
+        raise ChangedError(f"{error}; the copy was removed") from error
+    os.unlink(held.name, dir_fd=held.dir_fd)
+    _fsync(held.dir_fd)
+    return True
+
+
+# -- by path: for restores, purges, recovery and tests ----------------------------------------
+
+
+def _parent(path: Path, base: Folder | None, *, create: bool = False) -> int:
+    """A descriptor of `path`'s folder: from `base` if given, else from `/`; no symlinks."""
+    path = Path(os.path.abspath(path))
+    if base is None:
+        return _ensure_path(path.parent) if create else open_path(path.parent)
+    parts = base.parts(path)[:-1]
+    return _make_below(base.fd, parts) if create else base.open_folder(parts)
+
+
+def _hold(path: Path, base: Folder | None) -> HeldFile:
+    """Raises OSError (the folder) or ImageAccessError (the file)."""
+    fd = _parent(path, base)
+    return HeldFile(path, fd, path.name)
+
+
+def move_file(
+    source: Path, destination: Path, *, mode: int = 0o640, base: Folder | None = None
+) -> Path:
+    """Move `source` to `destination`, or to the next free `~N` name beside it.
+
+    Every folder is walked without following a symlink. Returns where the file
+    landed. Raises ActionError, with the source intact, when the move fails.
+    """
+    try:
+        with _hold(source, None) as held:
+            folder_fd = _parent(destination, base, create=True)
+            try:
+                for candidate in _candidates(Path(destination.name)):
+                    if _place(held, folder_fd, candidate.name, mode=mode, sha256=None):
+                        return destination.with_name(candidate.name)
+            finally:
+                os.close(folder_fd)
+    except (OSError, ImageAccessError, ChangedError) as error:
+        raise ActionError(f"cannot move {source} to {destination}: {error}") from error
+    raise AssertionError("unreachable")
+
+
+def delete_file(source: Path) -> None:
+    try:
+        with _hold(source, None) as held:
+            os.unlink(held.name, dir_fd=held.dir_fd)
+            _fsync(held.dir_fd)
+    except (OSError, ImageAccessError) as error:
+        raise ActionError(f"cannot delete {source}: {error}") from error
+
+
+def restore_file(
+    source: Path,
+    original: Path,
+    *,
+    source_base: Folder | None = None,
+    original_base: Folder | None = None,
+    mode: int = 0o640,
+) -> Identity:
+    """Move `source` back to exactly `original`, creating its folders, keeping the mtime.
+
+    No folder on either path is followed if it is a symlink: a folder on the way
+    to `original` swapped for one is an error, never a way out of the inbox.
+    Returns the identity of the file now at `original`.
+
+    Raises:
+        RestoreConflictError: something is at `original`; nothing was changed.
+        ActionError: the move failed; the file is still at `source`.
+    """
+    try:
+        held = _hold(source, source_base)
+    except (OSError, ImageAccessError) as error:
+        raise ActionError(f"cannot restore {source}: {error}") from error
+    with held:
+        try:
+            folder_fd = _parent(original, original_base, create=True)
+        except (OSError, ValueError) as error:
+            refused = isinstance(error, OSError) and is_symlink_refusal(error)
+            why = "a folder on the way is a symlink, never followed" if refused else str(error)
+            raise ActionError(f"cannot restore {source} to {original}: {why}") from error
+        try:
+            # A copy across filesystems that a crash cut short left this; the name is ours.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(original.name + PARTIAL_SUFFIX, dir_fd=folder_fd)
+            if not _place(held, folder_fd, original.name, mode=mode, sha256=None):
+                raise RestoreConflictError(f"{original} exists; {source} left where it is")
+            return Identity.of(os.stat(original.name, dir_fd=folder_fd, follow_symlinks=False))
+        except (OSError, ChangedError) as error:
+            raise ActionError(f"cannot restore {source} to {original}: {error}") from error
+        finally:
+            os.close(folder_fd)
+
+
+def _content(path: Path, base: Folder | None, sha256: str) -> Identity | None:
+    """The identity of the file at `path` if it holds exactly these bytes; None otherwise."""
+    try:
+        with _hold(path, base) as held:
+            digest = hashlib.sha256()
+            offset = 0
+            while block := os.pread(held.fd, 1 << 20, offset):
+                digest.update(block)
+                offset += len(block)
+            return held.identity if digest.hexdigest() == sha256 else None
+    except (OSError, ValueError, ImageAccessError):
+        return None
+
+
+def _drop_lingering_source(
+    source: Path, base: Folder | None, sha256: str, inode: tuple[int, int] | None = None
+) -> bool:
+    """After a crash between link and unlink: the copy in place is the file, the source goes.
+
+    Only a source holding the same bytes goes, and with `inode` given only that
+    inode: a file restored or replaced since is someone's file again.
+    """
+    identity = _content(source, base, sha256)
+    if identity is None or (inode is not None and (identity.dev, identity.ino) != inode):
+        return False
+    try:
+        fd = _parent(source, base)
+    except OSError:
+        return False
+    try:
+        now = os.stat(source.name, dir_fd=fd, follow_symlinks=False)
+        if Identity.of(now) != identity:
+            return False
+        os.unlink(source.name, dir_fd=fd)
+        _fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def finish_restore(
+    source: Path,
+    original: Path,
+    sha256: str,
+    *,
+    source_base: Folder | None = None,
+    original_base: Folder | None = None,
+) -> bool:
+    """Whether a restore cut short had already put the file at `original`.
+
+    If so, a source still holding the same bytes goes now, as in `resume_move`;
+    unlike it, no `~N` name is ever taken for the original.
+    """
+    if _content(original, original_base, sha256) is None:
+        return False
+    _drop_lingering_source(source, source_base, sha256)
+    return True
+
+
+def purge_file(path: Path, sha256: str, *, base: Folder | None = None) -> bool:
+    """Delete a quarantined file if it still holds the bytes that were judged.
+
+    Returns False when the file is gone already.
+
+    Raises:
+        ActionError: other bytes are at `path` now (left alone), or the delete failed.
+    """
+    try:
+        fd = _parent(path, base)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise ActionError(f"cannot purge {path}: {error}") from error
+    try:
+        try:
+            os.stat(path.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        identity = _content(path, base, sha256)
+        if identity is None:
+            raise ActionError(f"{path} no longer holds the file that was quarantined; left alone")
+        try:
+            now = Identity.of(os.stat(path.name, dir_fd=fd, follow_symlinks=False))
+            if now != identity:
+                raise ActionError(f"{path} changed while it was purged; left alone")
+            os.unlink(path.name, dir_fd=fd)
+            _fsync(fd)
+        except OSError as error:
+            raise ActionError(f"cannot delete {path}: {error}") from error
+    finally:
+        os.close(fd)
+    return True
+
+
+def resume_move(
+    source: Path,
+    planned: Path,
+    sha256: str,
+    *,
+    source_base: Folder | None = None,
+    planned_base: Folder | None = None,
+    inode: tuple[int, int] | None = None,
+    drop_source: bool = True,
+) -> Path | None:
+    """Finish a move that a crash interrupted; None when it had not happened yet.
+
+    A move links the file into place before it unlinks the source, so after a
+    crash the file is at the source, at the destination, or (briefly) at both:
+    never nowhere. Where both exist the source goes now, if it is still the
+    judged inode (`inode`) with the judged bytes and `drop_source` allows. A name
+    taken by a collision is followed along its `~N` names to the file with this
+    content.
+    """
+    landed = None
+    try:
+        folder_fd = _parent(planned, planned_base)
+    except (OSError, ValueError):
+        return None
+    try:
+        for candidate in _candidates(Path(planned.name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(candidate.name + PARTIAL_SUFFIX, dir_fd=folder_fd)
+            try:
+                os.stat(candidate.name, dir_fd=folder_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                break
+            path = planned.with_name(candidate.name)
+            if _content(path, planned_base, sha256) is not None:
+                landed = path
+                break
+    finally:
+        os.close(folder_fd)
+    if landed is not None and drop_source:
+        _drop_lingering_source(source, source_base, sha256, inode)
+    return landed
+
+
+def remove_partials(folder: Path) -> list[Path]:
+    """Delete copies a crash left half-written; their sources were never unlinked."""
+    removed: list[Path] = []
+    try:
+        fd = open_path(folder)
+    except OSError:
+        return removed
+    stack = [(fd, Path(os.path.abspath(folder)))]
+    while stack:
+        fd, path = stack.pop()
+        try:
+            for entry in scan_folder(fd):
+                if entry.is_dir(follow_symlinks=False):
+                    try:
+                        stack.append((os.open(entry.name, DIR_FLAGS, dir_fd=fd), path / entry.name))
+                    except OSError:
+                        continue
+                elif entry.name.endswith(PARTIAL_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    os.unlink(entry.name, dir_fd=fd)
+                    removed.append(path / entry.name)
+        finally:
+            os.close(fd)
+    return removed

@@ -1,0 +1,270 @@
+"""`facesieve watch`: the always-on guard of one inbox, and its main loop.
+
+Threads, and what each one may do:
+  - the observer's threads (`observer.py`) only *offer* candidate files to the
+    worker, which never blocks them;
+  - the worker thread (`worker.py`) holds the models, the ledger and the queue;
+  - the main thread, here, handles signals (handlers only set flags), talks to
+    systemd (READY, STATUS, WATCHDOG, STOPPING), applies a SIGHUP reload and
+    shuts everything down in order.
+Every wait is an interruptible `Event.wait(timeout)`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from ..config import Config, ResolvedFolders, load_config, watch_folders
+from ..errors import ConfigError, ExitCode, exit_code
+from ..intake.inbox import Inbox
+from ..intake.observer import InboxObserver, Settler
+from ..judging.analyzer import FaceModel, build_analyzer
+from ..logs import get_logger
+from .metrics import Metrics
+from .notify import Notifier
+from .worker import TICK, Worker
+
+__all__ = ["Guard"]
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+class Guard:
+    """Watches one inbox until told to stop. `run()` returns the process exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        make_analyzer: Callable[[Config], FaceModel] | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.folders: ResolvedFolders = watch_folders(config)
+        self.inbox = Inbox.of(config, self.folders)
+        self._config_path = config_path
+        self._notifier = notifier or Notifier.from_environment()
+        self._log = get_logger()
+        self._signals = 0
+        self._reload = False
+        self._inbox_identity: tuple[int, int] | None = None
+        self._inbox_lost = False
+        self._observer: InboxObserver | None = None
+        # Opt-in ([metrics] address): recorded from the worker, served after READY.
+        self._metrics = (
+            Metrics(lambda: self.worker.queue_depth()) if config.metrics.address else None
+        )
+        self.settler = Settler(
+            config.watch.settle_seconds, self._offer_settled, stat=self.inbox.lstat
+        )
+        self.worker = Worker(
+            config,
+            self.inbox,
+            make_analyzer or build_analyzer,
+            defer=self.settler.defer,
+            metrics=self._metrics,
+            dry_run=dry_run,
+        )
+
+    def _offer_settled(self, path: Path) -> None:
+        if self.inbox.accepts(path):
+            self.worker.offer(path)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+            return
+        self._signals += 1
+        if self._signals > 1:
+            # A second signal: stop now. Pending ledger rows let the next start settle
+            # a move cut short.
+            os._exit(130)
+        self.worker.stopping.set()
+
+    def status_line(self) -> str:
+        counts = self.worker.counts
+        judged = sum(counts[k] for k in ("keep", "reject", "review", "unreadable", "not_image"))
+        return (
+            f"judged {judged} (keep {counts['keep']}, reject {counts['reject']}, "
+            f"review {counts['review']}, unreadable {counts['unreadable']}, "
+            f"not an image {counts['not_image']}, errors {counts['error']}); "
+            f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}"
+        )
+
+    def _apply_reload(self) -> None:
+        self._reload = False
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as error:
+            self._log.error("reload_failed", error=str(error))
+            return
+        changed = [
+            section
+            for section in ("folders", "models", "ledger", "watch", "images", "metrics")
+            if getattr(new, section) != getattr(self.config, section)
+        ]
+        if changed:
+            self._log.warning("reload_partial", restart_needed_for=changed)
+            new = new.model_copy(update={s: getattr(self.config, s) for s in changed})
+        self.config = new
+        self.worker.reload(new)
+        self._log.info("reloaded", policy=new.policy.model_dump(), actions=new.actions.model_dump())
+
+    def run(self) -> int:
+        """Load, recover, watch, and on SIGTERM/SIGINT stop cleanly. Returns the exit code."""
+        if not self.folders.root.is_dir():
+            if not self.config.watch.create_inbox:
+                # A misspelt inbox must not become a new, guarded, empty folder.
+                self._log.error(
+                    "no_inbox",
+                    inbox=str(self.folders.root),
+                    hint="create it, or set [watch] create_inbox = true",
+                )
+                return ExitCode.CONFIG
+            self.folders.root.mkdir(parents=True, exist_ok=True)
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        }
+        worker = self.worker
+        observer = None
+        try:
+            self._log.info(
+                "starting", inbox=str(self.folders.root), ledger=str(self.folders.ledger)
+            )
+            # Watch before the start-up pass, so a file arriving during it is not missed.
+            observer = InboxObserver(
+                self.inbox,
+                self.config.watch,
+                self.settler,
+                offer=worker.offer,
+                reconcile=worker.request_reconcile,
+            )
+            observer.start()
+            self._observer = observer
+            worker.request_reconcile("start")
+            worker.start()
+            while not worker.started.wait(TICK):
+                if worker.stopping.is_set():
+                    break
+            if worker.failure is not None:
+                error = worker.failure
+                self._log.error("start_failed", error=str(error))
+                return exit_code(error)
+            if not worker.started.is_set():
+                # Stopped while the models loaded: never ready, and nothing was touched.
+                self._notifier.stopping(status="stopped while loading the models")
+                self._log.info("stopped_while_loading")
+                return ExitCode.OK
+            self._notifier.ready(status=self.status_line())
+            self._log.info("ready", inbox=str(self.folders.root), dry_run=self.dry_run)
+            self._inbox_identity = _identity(self.folders.root)
+            self._audit_watches()
+            self._serve_metrics()
+            self._main_loop()
+            self._notifier.stopping(status="stopping: finishing the current file")
+            self._log.info("stopping")
+        finally:
+            worker.stop()
+            if observer is not None:
+                observer.stop()
+            worker.join(self.config.watch.stop_timeout)
+            if observer is not None:
+                observer.join(self.config.watch.stop_timeout)
+            if self._metrics is not None:
+                self._metrics.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if worker.is_alive():
+            self._log.error("stop_timeout", seconds=self.config.watch.stop_timeout)
+            return ExitCode.FAILURE
+        if worker.failure is not None:
+            return exit_code(worker.failure)  # a ledger deleted or replaced: 5
+        if self._inbox_lost:
+            return ExitCode.FAILURE
+        self._log.info("stopped", status=self.status_line())
+        return ExitCode.OK
+
+    def _audit_watches(self) -> None:
+        """Each folder inotify could not watch is an error and a metric, and is polled."""
+        if self._observer is None:
+            return
+        for folder in self._observer.audit():
+            self._log.error(
+                "watch_failed",
+                path=str(folder),
+                reason="inotify could not watch this folder (fs.inotify.max_user_watches?); "
+                "polled every poll_interval instead",
+            )
+            if self._metrics is not None:
+                self._metrics.watch_failures.inc()
+        if self._metrics is not None:
+            self._metrics.unwatched.set(len(self._observer.unwatched))
+
+    def _serve_metrics(self) -> None:
+        if self._metrics is None:
+            return
+        try:
+            address = self._metrics.serve(self.config.metrics)
+        except OSError as error:
+            # Guarding matters more than its figures: say so loudly, and keep guarding.
+            self._log.error(
+                "metrics_unavailable", address=self.config.metrics.address, error=str(error)
+            )
+            return
+        self._log.info("metrics_serving", address=address)
+
+    def _main_loop(self) -> None:
+        watch = self.config.watch
+        worker = self.worker
+        ping_every = self._notifier.watchdog_interval
+        next_ping = next_status = next_poll = next_audit = time.monotonic()
+        next_reconcile = time.monotonic() + watch.reconcile_interval
+        observer = self._observer
+        while not worker.stopping.wait(TICK):
+            now = time.monotonic()
+            if _identity(self.folders.root) != self._inbox_identity:
+                # Renamed, deleted or replaced: the watches follow the old folder (or
+                # nothing). Exit non-zero; systemd restarts the guard on the inbox
+                # path as configured, or the start fails loudly if it is gone.
+                self._log.error("inbox_lost", inbox=str(self.folders.root))
+                self._inbox_lost = True
+                return
+            if self._reload:
+                self._apply_reload()
+            if observer is not None and observer.audit_due.is_set() and now >= next_audit:
+                self._audit_watches()  # walks the inbox: at most once a second
+                next_audit = now + 1.0
+            if observer is not None and observer.unwatched and now >= next_poll:
+                observer.poll_unwatched()
+                next_poll = now + watch.poll_interval
+            if self.settler:
+                self.settler.release()
+            if now >= next_reconcile:
+                worker.request_reconcile("timer")
+                next_reconcile = now + watch.reconcile_interval
+            if now >= next_status:
+                self._notifier.status(self.status_line())
+                next_status = now + watch.status_interval
+            if ping_every is not None and now >= next_ping:
+                # Ping only while the worker makes progress: a hung model call must
+                # let systemd's watchdog fire.
+                if now - worker.heartbeat < 2 * ping_every:
+                    self._notifier.watchdog()
+                else:
+                    self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
+                next_ping = now + ping_every

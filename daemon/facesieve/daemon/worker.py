@@ -1,0 +1,259 @@
+"""The daemon's worker: the one thread that holds the models, the ledger and the queue.
+
+It loads the models, recovers what a crash left half-done, then judges queued
+files and runs reconciliation passes (start-up, full queue, inotify overflow,
+a folder moved in, a periodic timer), each through `judge_many` and
+`Applier.apply`. Other threads talk to it only through `offer`,
+`request_reconcile`, `reload` and `stop`, none of which blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ..acting.apply import Applier, Outcome
+from ..config import Config
+from ..intake.inbox import Inbox
+from ..judging.analyzer import MAX_BATCH, FaceModel, timed_load
+from ..judging.judge import Status, judge_many
+from ..ledger.store import Ledger
+from ..logs import get_logger
+from ..people.rejudge import stale_decisions
+from .metrics import Metrics
+
+__all__ = ["Worker"]
+
+_WAKE = object()  # put on the queue to wake the worker without a file
+TICK = 0.25  # seconds; the longest uninterruptible wait of the worker and the main loop
+
+
+class Worker:
+    """Judges what it is offered, and the whole inbox when asked. `start()` runs it."""
+
+    def __init__(
+        self,
+        config: Config,
+        inbox: Inbox,
+        make_analyzer: Callable[[Config], FaceModel],
+        *,
+        defer: Callable[[list[Path]], None],
+        metrics: Metrics | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.config = config
+        # Judge and log only: no ledger, nothing moved; what was judged is kept in memory.
+        self.dry_run = dry_run
+        self._dry_seen: dict[Path, tuple[int, int]] = {}
+        self.inbox = inbox
+        self.metrics = metrics
+        self.stopping = threading.Event()
+        self.started = threading.Event()  # ready to judge, or failed (see `failure`)
+        self.failure: BaseException | None = None
+        self.counts: Counter[str] = Counter()
+        self.heartbeat = time.monotonic()  # last sign of progress, for the watchdog
+        self._make_analyzer = make_analyzer
+        self._defer = defer
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
+        self._reconcile = threading.Event()
+        self._pending_config: Config | None = None
+        self._reload_lock = threading.Lock()
+        self._log = get_logger()
+        self._thread = threading.Thread(target=self._run, name="facesieve-worker", daemon=True)
+
+    # -- from other threads; none of these blocks ----------------------------------------
+
+    def offer(self, path: Path) -> None:
+        try:
+            self._queue.put_nowait(path)
+        except queue.Full:
+            # Dropping is safe: the file is in the inbox, and the pass will find it.
+            self.request_reconcile("queue full")
+
+    def request_reconcile(self, why: str) -> None:
+        if not self._reconcile.is_set():
+            self._log.info("reconcile_requested", reason=why)
+            self._reconcile.set()
+
+    def reload(self, config: Config) -> None:
+        """Use `config` from the next batch on (policy and actions; see `watch`)."""
+        with self._reload_lock:
+            self._pending_config = config
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def queue_size(self) -> int:
+        return self._queue.maxsize
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(queue.Full):  # the worker polls the stop event anyway
+            self._queue.put_nowait(_WAKE)
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- the worker thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        ledger = None
+        try:
+            analyzer, seconds = timed_load(self._make_analyzer, self.config)
+            if self.metrics is not None:
+                self.metrics.models_loaded(seconds)
+            if self.stopping.is_set():
+                return  # stopped while loading: the ledger is not even opened
+            if not self.dry_run:
+                # One writer per ledger: a scan or a second watch on it is refused.
+                ledger = Ledger(self.inbox.folders.ledger, exclusive=True)
+            applier = Applier(
+                folders=self.inbox.folders,
+                ledger=ledger,
+                dry_run=self.dry_run,
+                unreadable_grace=self.config.images.unreadable_grace_seconds,
+                mode=self.config.actions.mode,
+            )
+            recovered = applier.recover()
+            self._log.info("worker_ready", recovered=recovered, dry_run=self.dry_run)
+            if ledger is not None:
+                self._log_stale(ledger, analyzer)
+        except BaseException as error:  # noqa: BLE001 - reported to the main thread
+            self.failure = error
+            self.started.set()
+            if ledger is not None:
+                ledger.close()
+            return
+        self.started.set()
+        try:
+            while not self.stopping.is_set():
+                self.heartbeat = time.monotonic()
+                if ledger is not None:
+                    # Deleted or replaced under us: every later decision would be
+                    # lost. Stop (exit 5) rather than guard without a record.
+                    ledger.ensure_unchanged()
+                self._take_reload(analyzer, applier)
+                if self._reconcile.is_set():
+                    self._reconcile.clear()
+                    self._reconcile_pass(analyzer, applier)
+                    continue
+                try:
+                    item = self._queue.get(timeout=TICK)
+                except queue.Empty:
+                    continue
+                batch = [item]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                paths = [p for p in batch if isinstance(p, Path)]
+                self._judge(analyzer, applier, dict.fromkeys(paths))
+        except BaseException as error:  # noqa: BLE001 - the main thread exits non-zero
+            self.failure = error
+            self._log.exception("worker_failed")
+            self.stopping.set()
+        finally:
+            applier.close()
+            if ledger is not None:
+                ledger.close()
+
+    def _log_stale(self, ledger: Ledger, analyzer: FaceModel) -> None:
+        """How many files were decided under another policy (at start, after SIGHUP)."""
+        stale = stale_decisions(ledger, self.config, analyzer.describe(), self.inbox.root)
+        self._log.info("decided_under_other_policy", files=stale.count, **stale.as_dict())
+
+    def _take_reload(self, analyzer: FaceModel, applier: Applier) -> Config:
+        """The config to judge with: a reloaded one from now on (checked right before
+        judging, so a file that arrives after `reloaded` is logged is judged under it)."""
+        with self._reload_lock:
+            pending, self._pending_config = self._pending_config, None
+        if pending is not None:
+            self.config = pending
+            # A policy that now requires a gender loads the gender model here.
+            analyzer.use_gender(pending.policy.require != "face")
+            if applier.ledger is not None:
+                self._log_stale(applier.ledger, analyzer)
+        return self.config
+
+    def _judge(self, analyzer: FaceModel, applier: Applier, paths: Iterable[Path]) -> None:
+        config = self._take_reload(analyzer, applier)
+        if self.dry_run:
+            paths = self._not_seen_dry(paths)
+        for result in judge_many(
+            paths,
+            analyzer,
+            config.policy,
+            config.images,
+            should_stop=self.stopping.is_set,
+            seen=applier.seen,
+        ):
+            outcome = applier.apply(result, config.actions)
+            self._count(outcome)
+            self.heartbeat = time.monotonic()
+            if outcome.status is Status.DEFERRED:
+                # Changed while judged, or unreadable while young: looked at again
+                # once it has been quiet for settle_seconds.
+                self._defer([outcome.path])
+
+    def _not_seen_dry(self, paths: Iterable[Path]) -> Iterator[Path]:
+        """Dry run: the ledger's memory of what was judged, kept in memory instead."""
+        for path in paths:
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            state = (info.st_size, info.st_mtime_ns)
+            if self._dry_seen.get(path) != state:
+                self._dry_seen[path] = state
+                yield path
+
+    def _reconcile_pass(self, analyzer: FaceModel, applier: Applier) -> None:
+        """Judge every candidate in the inbox that has no recorded decision."""
+        settle_ns = int(self.config.watch.settle_seconds * 1e9)
+        started = time.monotonic()
+        young: list[Path] = []
+
+        def settled() -> Iterable[Path]:
+            for path in self.inbox.walk():
+                if self.stopping.is_set():
+                    return
+                info = self.inbox.lstat(path)
+                if info is None:
+                    continue
+                # ctime, not mtime: a writer can set mtime back, nobody can set ctime.
+                if time.time_ns() - info.st_ctime_ns < settle_ns:
+                    young.append(path)  # maybe still being written: look again later
+                    continue
+                yield path
+
+        before = sum(self.counts.values())
+        self._judge(analyzer, applier, settled())
+        self._log.info(
+            "reconciled",
+            judged=sum(self.counts.values()) - before,
+            deferred=len(young),
+            seconds=round(time.monotonic() - started, 2),
+        )
+        if young:
+            self._defer(young)
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.status is Status.DECIDED and outcome.verdict is not None:
+            self.counts[outcome.verdict.value] += 1
+        elif outcome.status is Status.ERROR:
+            self.counts["error"] += 1
+        if self.metrics is not None:
+            self.metrics.observe(outcome)

@@ -1,0 +1,329 @@
+"""Which engine judges a `scan`, and what it is given: one process, a pool, or Ray.
+
+- in-process (`--workers 1`, or a scan of fewer than 64 files): the `Engine`;
+- a pool of judging processes (`--workers N`, default the machine's cores):
+  `parallel.scan_with_workers`, this process applying and recording;
+- a Ray cluster (`--engine ray`): `ray_engine.scan_on_ray`, acting by shard.
+
+Every engine yields the same `Outcome`s, which `cli` prints and counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import ConfigError
+from ..judging.judge import Status
+from ..logs import get_logger
+
+if TYPE_CHECKING:
+    from ..acting.apply import Outcome
+    from ..config import Config, ResolvedFolders
+    from ..intake.inbox import Inbox
+
+__all__ = ["add_arguments", "candidates", "outcomes", "records_stream"]
+
+# Below this many files, a scan judges in its own process unless --workers says
+# otherwise: starting workers, each loading its own models, costs more than a
+# second core saves on a few files.
+POOL_MIN_FILES = 64
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _shard_set(text: str) -> frozenset[int]:
+    """`0-3,6` -> {0, 1, 2, 3, 6}."""
+    found: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            found.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        found.clear()
+    if not found or min(found) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of shards like 0-3,6")
+    return frozenset(found)
+
+
+def add_arguments(scan: argparse.ArgumentParser) -> None:
+    """`scan`'s engine options."""
+    scan.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="judging processes, each with its own models (default: this machine's cores; "
+        f"a scan of under {POOL_MIN_FILES} files judges in-process)",
+    )
+    scan.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine's processes; ray: a Ray cluster (needs facesieve[ray])",
+    )
+    scan.add_argument(
+        "--address", metavar="ADDR", help="with --engine ray: the cluster (default: start one)"
+    )
+    scan.add_argument(
+        "--actors", type=_positive, metavar="N", help="with --engine ray: judging actors"
+    )
+    scan.add_argument(
+        "--shards",
+        type=_positive,
+        default=8,
+        metavar="K",
+        help="with --engine ray: ledger shards, ledger-<k>.sqlite3 (default: 8)",
+    )
+    scan.add_argument(
+        "--own-shards",
+        type=_shard_set,
+        metavar="LIST",
+        help="with --engine ray: the shards this run acts on, e.g. 0-3 or 4,5,6,7 "
+        "(default: every shard no other run holds)",
+    )
+    scan.add_argument(
+        "--from-list",
+        type=Path,
+        metavar="FILE",
+        help="judge the files listed in FILE, one path a line (relative: to DIR)",
+    )
+
+
+def outcomes(
+    args: argparse.Namespace,
+    config: Config,
+    folders: ResolvedFolders,
+    paths: Iterator[Path],
+    should_stop: Callable[[], bool],
+) -> Generator[Outcome, None, None]:
+    """The outcomes of a scan, from the engine the arguments choose.
+
+    Models load (in whichever process judges) before anything is touched; closing
+    the generator stops workers, actors and a Ray cluster it started, and closes
+    the ledgers.
+    """
+    if args.engine == "ray":
+        yield from _on_ray(args, config, folders, paths, should_stop)
+        return
+    from ..acting.apply import Applier
+    from ..judging.analyzer import load_analyzer
+    from ..ledger.store import Ledger
+    from .local import Engine
+    from .pool import default_workers, scan_with_workers
+
+    workers = args.workers if args.workers is not None else default_workers()
+    head: list[Path] = []
+    if args.rejudge is not None:
+        # Which decisions are stale depends on the loaded models' description, and
+        # --rejudge all brings files back into the folder before it is walked.
+        if workers > 1:
+            get_logger().info("rejudge_in_process", workers=workers)
+        workers = 1
+    elif args.workers is None:
+        head = list(itertools.islice(paths, POOL_MIN_FILES))
+        if len(head) < POOL_MIN_FILES:
+            workers = 1
+    everything = itertools.chain(head, paths)
+    analyzer = load_analyzer(config) if workers == 1 else None  # before anything is touched
+    # One writer per ledger: a second scan, or a scan beside watch, is refused.
+    ledger = None if args.dry_run else Ledger(folders.ledger, exclusive=True)
+    try:
+        rejudge = None if analyzer is None else _rejudge(args, config, analyzer, folders)
+        applier = Applier(
+            folders=folders,
+            ledger=ledger,
+            dry_run=args.dry_run,
+            unreadable_grace=config.images.unreadable_grace_seconds,
+            mode=config.actions.mode,
+        )
+        # A crash left moves half-done: settle them before judging anything again.
+        applier.recover()
+        if analyzer is not None:
+            engine = Engine(
+                config,
+                analyzer,
+                folders=folders,
+                ledger=ledger,
+                dry_run=args.dry_run,
+                rejudge=rejudge,
+            )
+            yield from _retrying(
+                lambda paths: engine.process_many(paths, should_stop=should_stop),
+                everything,
+                should_stop,
+            )
+        else:
+            yield from _retrying(
+                lambda paths: scan_with_workers(
+                    config,
+                    applier,
+                    paths,
+                    workers=workers,
+                    should_stop=should_stop,
+                    log_level=args.log_level or config.logging.level,
+                ),
+                everything,
+                should_stop,
+            )
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+# A file deferred this many times in one scan (still changing, or unreadable while
+# young) is left for the next scan, and counted "deferred".
+_ROUNDS = 10
+_WAIT_LIMIT = 30.0  # seconds, at most, between two looks
+
+
+def _retrying(
+    run: Callable[[Iterable[Path]], Iterator[Outcome]],
+    paths: Iterable[Path],
+    should_stop: Callable[[], bool],
+) -> Iterator[Outcome]:
+    """`run(paths)`, then `run` again on the files it deferred, once their time has come.
+
+    A deferred file was not acted on: it changed while judged, or it is unreadable
+    but changed moments ago (maybe an upload written in pieces). Only its last
+    outcome is handed out.
+    """
+    for round_ in range(_ROUNDS):
+        deferred: dict[Path, float] = {}
+        for outcome in run(paths):
+            if outcome.status is Status.DEFERRED and round_ + 1 < _ROUNDS:
+                deferred[outcome.path] = outcome.retry_in or 0.5
+                continue
+            yield outcome
+        if not deferred:
+            return
+        deadline = time.monotonic() + min(max(deferred.values()), _WAIT_LIMIT)
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        if should_stop():
+            return
+        paths = list(deferred)
+
+
+def _rejudge(
+    args: argparse.Namespace, config: Config, analyzer: Any, folders: ResolvedFolders
+) -> Any:
+    """Say how many files were decided under another policy; with --rejudge, pick them."""
+    from ..ledger.store import Ledger
+    from ..people.rejudge import prepare_rejudge
+
+    if not folders.ledger.is_file():
+        return None
+    with Ledger(folders.ledger) as ledger:
+        stale, rejudge = prepare_rejudge(
+            ledger, config, analyzer.describe(), folders.root, args.rejudge, dry_run=args.dry_run
+        )
+    if stale.count and args.rejudge is None:
+        print(
+            f"facesieve: warning: {stale.count} files were decided under another policy or "
+            f"other models ({len(stale.kept)} kept, {len(stale.moved)} in review or "
+            "quarantine) and are not judged again; --rejudge judges the kept ones again, "
+            "--rejudge all every one",
+            file=sys.stderr,
+        )
+    return rejudge
+
+
+def _on_ray(
+    args: argparse.Namespace,
+    config: Config,
+    folders: ResolvedFolders,
+    paths: Iterator[Path],
+    should_stop: Callable[[], bool],
+) -> Generator[Outcome, None, None]:
+    from .ray import RayOptions, scan_on_ray
+
+    if args.rejudge is not None:
+        raise ConfigError("--rejudge", "not with --engine ray: run it with the local engine")
+    if args.own_shards is not None and max(args.own_shards) >= args.shards:
+        raise ConfigError("--own-shards", f"there are only shards 0-{args.shards - 1}")
+    options = RayOptions(
+        address=args.address,
+        actors=args.actors,
+        shards=args.shards,
+        own_shards=args.own_shards,
+    )
+    yield from scan_on_ray(
+        config, folders, paths, options, dry_run=args.dry_run, should_stop=should_stop
+    )
+
+
+def candidates(
+    args: argparse.Namespace,
+    config: Config,
+    folders: ResolvedFolders,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Path]:
+    """The files a scan judges: the folder walked, or the lines of `--from-list`."""
+    from ..intake.inbox import Inbox
+
+    inbox = Inbox.of(config, folders)
+    found = inbox.walk() if args.from_list is None else _listed(args.from_list, inbox)
+    # A file is judged only once it has been quiet for settle_seconds: one being
+    # written is not an upload yet.
+    return inbox.settled(found, config.watch.settle_seconds, should_stop)
+
+
+def _listed(manifest: Path, inbox: Inbox) -> Iterator[Path]:
+    """Paths from a manifest, one a line; relative ones are below the folder scanned.
+
+    Read as bytes, so a name that is not UTF-8 survives. A path outside the folder,
+    in facesieve's own folders or with an ignored name is not judged, as a walk
+    would not have found it.
+    """
+    log = get_logger()
+    try:
+        data = manifest.read_bytes()
+    except OSError as error:
+        raise ConfigError("--from-list", f"cannot read {manifest}: {error.strerror}") from error
+    for line in data.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            continue
+        path = Path(os.path.abspath(os.path.join(inbox.root, os.fsdecode(line))))
+        if inbox.accepts(path):
+            yield path
+        else:
+            log.info("skipped", path=str(path), reason="listed, but not a candidate under DIR")
+
+
+@contextlib.contextmanager
+def records_stream(engine: str) -> Iterator[TextIO]:
+    """Where a scan prints its results: stdout, kept clean of anything else.
+
+    With Ray, libraries print to file descriptor 1 from C++ and from threads; so
+    the results get a private copy of stdout and descriptor 1 points at stderr.
+    """
+    if engine != "ray":
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    records = os.fdopen(os.dup(saved), "w", encoding="utf-8", errors="surrogateescape")
+    os.dup2(2, 1)
+    try:
+        yield records
+    finally:
+        records.flush()
+        records.close()
+        os.dup2(saved, 1)
+        os.close(saved)

@@ -1,0 +1,180 @@
+"""The inbox: which files facesieve judges, and walking to them.
+
+One rule for `scan`, the daemon's reconciliation passes and its observer, so the
+three agree on every file: a candidate lies under the root, outside facesieve's
+own folders and the excluded ones, and its own name does not match an ignore
+pattern (a name still being written: `*.part`). Its name is no test of being an
+image: the judge reads the bytes (a video named .jpg is `not_image`, a JPEG
+without an extension an image). Ignore patterns never match a folder: a hidden
+folder is walked unless it is in `[watch] exclude`. Symlinked folders are never
+entered, nor listed: every folder is opened by descriptor from the root, without
+following a symlink, so one swapped in after its parent was listed is refused.
+A symlink or other non-regular file is still offered, so the judge
+reports why it is skipped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from ..config import Config, ResolvedFolders
+from ..logs import get_logger
+from .safefs import is_symlink_refusal, open_below, scan_folder
+
+__all__ = ["Inbox"]
+
+
+class Inbox:
+    """The candidate files under one root."""
+
+    def __init__(self, folders: ResolvedFolders, *, ignore: tuple[str, ...] = ()) -> None:
+        self.folders = folders
+        self.root = folders.root
+        self._managed = frozenset(folders.managed())
+        self._ignore = ignore
+
+    @classmethod
+    def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
+        return cls(folders, ignore=config.watch.ignore)
+
+    def ignored(self, name: str) -> bool:
+        """Whether a file's own name matches an ignore pattern."""
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self._ignore)
+
+    def accepts(self, path: Path) -> bool:
+        """Whether `path` (absolute, as the observer reports it) is a candidate."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return False
+        if not relative.parts:
+            return False
+        if any(path == m or m in path.parents for m in self._managed):
+            return False
+        return not self.ignored(path.name)
+
+    def walk(self, top: Path | None = None) -> Iterator[Path]:
+        """Every candidate under `top` (default: the root), depth first, each folder's
+        files in sorted order.
+
+        Folders are listed by descriptor, each opened from the root without following
+        a symlink, so a folder swapped for a symlink after its parent was listed is
+        never entered, nor listed.
+        """
+        log = get_logger()
+        try:
+            # The root is the caller's to name; everything below it is reached by descriptor.
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            log.warning("not_judged", path=str(self.root), reason=f"cannot open: {error.strerror}")
+            return
+        try:
+            start: tuple[str, ...] = () if top is None else top.relative_to(self.root).parts
+            stack: list[tuple[str, ...]] = [start]
+            while stack:
+                parts = stack.pop()
+                folder = self.root.joinpath(*parts)
+                try:
+                    fd = open_below(root_fd, parts)
+                    try:
+                        kinds = [
+                            # A symlink's target is stat()ed (never opened, read or listed)
+                            # only to tell a symlinked folder, which is never offered.
+                            (e.name, e.is_dir(follow_symlinks=False), e.is_symlink() and e.is_dir())
+                            for e in sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
+                        ]
+                    finally:
+                        os.close(fd)
+                except OSError as error:
+                    reason = (
+                        "symlinked folder: never followed"
+                        if is_symlink_refusal(error)
+                        else f"cannot list folder: {error.strerror}"
+                    )
+                    log.warning("not_judged", path=str(folder), reason=reason)
+                    continue
+                files = []
+                for name, is_dir, linked_folder in kinds:
+                    path = folder / name
+                    if is_dir:
+                        if path not in self._managed:
+                            stack.append((*parts, name))
+                    elif linked_folder:
+                        log.info(
+                            "skipped", path=str(path), reason="symlinked folder: never followed"
+                        )
+                    elif not self.ignored(name):
+                        files.append(path)  # a symlink too: the judge says why it is skipped
+                yield from reversed(files)
+        finally:
+            os.close(root_fd)
+
+    def lstat(self, path: Path) -> os.stat_result | None:
+        """`path`'s own stat, every folder from the root without following a symlink.
+
+        None when it is gone, outside the root, or behind a symlinked folder.
+        """
+        try:
+            parts = path.relative_to(self.root).parts
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
+        try:
+            folder = open_below(fd, parts[:-1])
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        try:
+            return os.stat(parts[-1], dir_fd=folder, follow_symlinks=False)
+        except OSError:
+            return None
+        finally:
+            os.close(folder)
+
+    def settled(
+        self,
+        paths: Iterable[Path],
+        settle_seconds: float,
+        should_stop: Callable[[], bool] = lambda: False,
+        *,
+        rounds: int = 20,
+        wait_limit: float = 30.0,
+    ) -> Iterator[Path]:
+        """`paths`, each only once it has been quiet for `settle_seconds` (by ctime,
+        the one time nobody can set back); a file still changing is looked at again
+        later, up to `rounds` times, and left for the next scan after that."""
+        young: dict[Path, float] = {}
+        for path in paths:
+            wait = self._young(path, settle_seconds)
+            if wait > 0:
+                young[path] = wait
+            else:
+                yield path
+        for _ in range(rounds):
+            if not young or should_stop():
+                break
+            pause = min(max(young.values()), wait_limit)
+            deadline = time.monotonic() + pause
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            again = {}
+            for path in young:
+                wait = self._young(path, settle_seconds)
+                if wait > 0:
+                    again[path] = wait
+                else:
+                    yield path
+            young = again
+        for path in young:
+            get_logger().info("deferred", path=str(path), reason="still being written")
+
+    def _young(self, path: Path, settle_seconds: float) -> float:
+        info = self.lstat(path)
+        if info is None:
+            return 0.0  # gone or odd: the judge says why
+        return settle_seconds - (time.time_ns() - info.st_ctime_ns) / 1e9

@@ -1,0 +1,296 @@
+"""The observer: filesystem events under the inbox become offers of complete files.
+
+It runs on watchdog's threads and never blocks them: an offer goes to the
+worker's bounded queue or, when that is full, becomes a request for a
+reconciliation pass (the inbox itself is the backlog). Candidacy is the inbox's
+(`Inbox.accepts`), the same rule a scan walks by.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from ..config import WatchConfig
+from ..logs import get_logger
+from .inbox import Inbox
+
+__all__ = ["InboxObserver", "Settler"]
+
+
+class Settler:
+    """Files that may still be written: offered once their size and mtime stay put.
+
+    Polling mode has no close event, and a reconciliation pass meets files written
+    moments ago; both wait here `settle_seconds` for the writer to finish.
+    """
+
+    def __init__(
+        self,
+        settle_seconds: float,
+        offer: Callable[[Path], None],
+        stat: Callable[[Path], os.stat_result | None] | None = None,
+    ) -> None:
+        self._settle = settle_seconds
+        self._offer = offer
+        # The inbox's own lstat: no symlinked folder on the way is followed.
+        self._stat = stat or _lstat
+        self._waiting: dict[Path, tuple[float, tuple[int, int, int] | None]] = {}
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiting)
+
+    def wait_for(self, path: Path) -> None:
+        """(Re)start the wait: the file just changed."""
+        with self._lock:
+            self._waiting[path] = (time.monotonic(), None)
+
+    def forget(self, path: Path) -> None:
+        """The writer closed the file: it is offered now, and waits no more."""
+        with self._lock:
+            self._waiting.pop(path, None)
+
+    def defer(self, paths: list[Path]) -> None:
+        """Files found too young by a reconciliation pass; a wait already running goes on."""
+        with self._lock:
+            for path in paths:
+                self._waiting.setdefault(path, (time.monotonic(), None))
+
+    def release(self) -> None:
+        """Offer the files that stayed put long enough (the main thread, every tick)."""
+        now = time.monotonic()
+        with self._lock:
+            for path, (since, seen) in list(self._waiting.items()):
+                info = self._stat(path)
+                if info is None:
+                    del self._waiting[path]
+                    continue
+                current = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                if current != seen:
+                    self._waiting[path] = (now, current)
+                elif now - since >= self._settle:
+                    del self._waiting[path]
+                    self._offer(path)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return path.lstat()
+    except OSError:
+        return None
+
+
+class _InboxEvents(FileSystemEventHandler):
+    """Turns filesystem events into offers of complete files. Never blocks."""
+
+    def __init__(
+        self,
+        offer: Callable[[Path], None],
+        settle: Callable[[Path], None],
+        closed: Callable[[Path], None],
+        arrived: Callable[[Path, bool], None],
+    ) -> None:
+        self._offer = offer
+        self._settle = settle
+        self._closed = closed
+        self._arrived = arrived
+
+    def on_closed(self, event: FileClosedEvent) -> None:
+        # IN_CLOSE_WRITE: the writer is done. IN_CLOSE_NOWRITE (our own reads) is
+        # a different event class and never reaches here.
+        self._closed(Path(os.fsdecode(event.src_path)))
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if isinstance(event, DirMovedEvent):
+            # A folder moved in brings files no event announces: walked at once.
+            self._arrived(Path(os.fsdecode(event.dest_path)), True)
+        elif isinstance(event, FileMovedEvent):
+            self._offer(Path(os.fsdecode(event.dest_path)))
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileCreatedEvent):
+            # Usually still being written, and its close event follows. A hard link,
+            # a file created in a folder before its watch was added, or a network
+            # filesystem's file has none: each settles and is judged after
+            # settle_seconds unless a close event comes first.
+            self._settle(Path(os.fsdecode(event.src_path)))
+        else:
+            # A folder created (or moved in from outside the inbox, which inotify
+            # reports as created): files may be in it before it is watched.
+            self._arrived(Path(os.fsdecode(event.src_path)), False)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileModifiedEvent):
+            self._settle(Path(os.fsdecode(event.src_path)))
+
+
+class _OverflowAlarm(logging.Handler):
+    """watchdog reports a kernel event-queue overflow only as a log line."""
+
+    def __init__(self, alarm: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._alarm = alarm
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self._alarm()
+
+
+class InboxObserver:
+    """watchdog's observer on the inbox, offering each candidate file it sees complete.
+
+    `offer` must not block (the worker's `offer` drops into reconciliation when full);
+    `reconcile(why)` asks for a pass over the whole inbox.
+
+    watchdog swallows a failed inotify_add_watch below the root (the kernel's
+    `max_user_watches`): `audit` finds the folders left without a watch, and
+    `poll_unwatched` looks into them every `poll_interval` instead.
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        watch: WatchConfig,
+        settler: Settler,
+        *,
+        offer: Callable[[Path], None],
+        reconcile: Callable[[str], None],
+    ) -> None:
+        self._inbox = inbox
+        self._settler = settler
+        self._offer = offer
+        self._alarm = _OverflowAlarm(lambda: reconcile("inotify overflow"))
+        self._log = get_logger()
+        self._polling = watch.polling
+        if watch.polling:
+            from watchdog.observers.polling import PollingObserver
+
+            self._observer: Any = PollingObserver(timeout=watch.poll_interval)
+        else:
+            from watchdog.observers import Observer
+
+            self._observer = Observer()
+        handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
+        self._observer.schedule(handler, str(inbox.root), recursive=True)
+        # Folders inotify could not watch, polled instead: folder -> its files' states.
+        self.unwatched: dict[Path, dict[Path, tuple[int, int]]] = {}
+        self.audit_due = threading.Event()
+
+    def offer(self, path: Path) -> None:
+        if self._inbox.accepts(path):
+            self._offer(path)
+
+    def _settle(self, path: Path) -> None:
+        if self._inbox.accepts(path):
+            self._settler.wait_for(path)
+
+    def _closed(self, path: Path) -> None:
+        self._settler.forget(path)
+        self.offer(path)
+
+    def _arrived(self, folder: Path, complete: bool) -> None:
+        """A folder appeared in the inbox: walk it now, not at the next pass.
+
+        A folder moved in holds complete files (a rename is atomic): offered at
+        once. A new folder's files may still be written: they settle first.
+        """
+        if not self._inbox.accepts(folder):
+            return
+        self.audit_due.set()  # were its folders given watches? (the main loop checks)
+        count = 0
+        for path in self._inbox.walk(folder):
+            count += 1
+            if complete:
+                self.offer(path)
+            else:
+                self._settle(path)
+        self._log.info("folder_arrived", path=str(folder), files=count, moved_in=complete)
+
+    def audit(self) -> list[Path]:
+        """Folders that lost or never had an inotify watch since the last audit (the
+        main thread). Each is then polled; the caller logs and counts them."""
+        self.audit_due.clear()
+        if self._polling:
+            return []
+        watched = _watched_folders(self._observer)
+        if watched is None:
+            return []
+        managed = set(self._inbox.folders.managed())
+        found = []
+        for folder, subfolders, _ in os.walk(self._inbox.root):
+            subfolders[:] = [n for n in subfolders if Path(folder, n) not in managed]
+            path = Path(folder)
+            if os.fsencode(folder) in watched or path in self.unwatched:
+                continue
+            self.unwatched[path] = {}
+            # What is there now is the start-up pass's or the arrival walk's to judge.
+            self._poll(path, self.unwatched[path], settle=False)
+            found.append(path)
+        for path in [p for p in self.unwatched if os.fsencode(p) in watched or not p.is_dir()]:
+            del self.unwatched[path]
+        return found
+
+    def poll_unwatched(self) -> None:
+        """New or changed files in unwatched folders settle, then are judged."""
+        for folder, seen in list(self.unwatched.items()):
+            self._poll(folder, seen, settle=True)
+
+    def _poll(self, folder: Path, seen: dict[Path, tuple[int, int]], *, settle: bool) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False) or self._inbox.ignored(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            path = Path(entry.path)
+            state = (info.st_size, info.st_mtime_ns)
+            if seen.get(path) != state:
+                seen[path] = state
+                if settle:
+                    self._settle(path)
+
+    def start(self) -> None:
+        logging.getLogger("watchdog").addHandler(self._alarm)
+        self._observer.start()
+
+    def stop(self) -> None:
+        self._observer.stop()
+
+    def join(self, timeout: float) -> None:
+        self._observer.join(timeout)
+        logging.getLogger("watchdog").removeHandler(self._alarm)
+
+
+def _watched_folders(observer: Any) -> set[bytes] | None:
+    """The folders watchdog's inotify emitters really watch; None if it cannot tell."""
+    found: set[bytes] = set()
+    try:
+        for emitter in observer.emitters:
+            group = emitter._inotify
+            if group is None:
+                return None
+            found.update(group._active_callbacks_by_path)
+    except AttributeError:
+        return None
+    return found
