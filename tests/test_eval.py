@@ -1,4 +1,4 @@
-"""`facesieve eval`: its figures against a count done here, and the README's figures."""
+"""`facesieve eval`: its figures against a count done here, and the figures in docs/figures.md."""
 
 from __future__ import annotations
 
@@ -121,9 +121,9 @@ def test_eval_equals_an_independent_count(tmp_path: Path, deepface_home: Path) -
     assert set(result["groups"]) >= {"age_group", "race"}
 
 
-# The README's "Measured on ../shared/data" table, produced by `facesieve eval`.
+# The "Measured on ../shared/data" table of docs/figures.md, produced by `facesieve eval`.
 # FairFace's gender figures are left out: the shipped gender head was fit on those
-# faces, so `eval` there is in-sample; the README quotes cross-validated ones
+# faces, so `eval` there is in-sample; the docs quote cross-validated ones
 # (tests/test_learn.py checks them). Nothing trained or tuned on UTKFace.
 README_FIGURES = {
     "fairface": {"face_recall": 1.0},

@@ -77,7 +77,7 @@ def test_converted_faceres_is_right_on_adult_fairface(adult_faces: Any) -> None:
 def test_combined_model_is_right_on_adult_fairface(adult_faces: Any) -> None:
     # The shipped head saw these faces (it is fit on all FairFace adults): this is
     # a sanity floor, not a figure (measured 40 of 40; the bundled model alone: 37);
-    # the README's figures are cross-validated.
+    # the figures in docs/figures.md are cross-validated.
     combined = CombinedGender(GenderFeatures(mirror=True), GenderHead.load(SHIPPED_HEAD))
     assert right_share(combined, adult_faces) >= 0.9
 

@@ -155,7 +155,8 @@ def test_learn_refuses_a_folder_without_labels(tmp_path: Path) -> None:
 @pytest.mark.data
 @pytest.mark.slow
 def test_cross_validated_gender_on_fairface_meets_the_readme(deepface_home: Path) -> None:
-    """The README's FairFace gender figure: head and threshold fit without the held-out fold."""
+    """The FairFace gender figure of docs/figures.md: head and threshold fit without the
+    held-out fold."""
     from facesieve.config import Config
     from facesieve.evaluation.learn import cross_validate, extract, held_out_figures
 
