@@ -351,6 +351,7 @@ def _check(args: argparse.Namespace, config: Config) -> ExitCode:
     from ..judging.analyzer import load_analyzer
     from ..judging.judge import Status
     from ..judging.policy import Verdict
+    from ..sieve import caller_path
 
     not_judged = not_kept = 0
 
@@ -358,10 +359,7 @@ def _check(args: argparse.Namespace, config: Config) -> ExitCode:
         nonlocal not_judged
         for path in paths:
             if os.path.lexists(path):
-                # A path named by the caller is trusted up to its file: a symlinked
-                # folder on it is followed (check changes nothing); the file itself
-                # is still never followed.
-                yield Path(os.path.realpath(path.parent)) / path.name
+                yield caller_path(path)  # its folders followed, the file itself never
             else:
                 not_judged += 1
                 print(f"facesieve: {path}: not judged: no such file", file=sys.stderr, flush=True)
