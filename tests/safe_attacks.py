@@ -10,7 +10,7 @@ runs there. `check` lists every violation of the safety rules:
   - every completed ledger row's sha256 is the content now where the row says.
 
 Used by tests/test_safe_inbox.py and by bench/safe_inbox.py (the rounds count).
-The stand-in model (`ColourModel`) is used because the attacks are about files,
+The stand-in model (`facesieve.testing.ColourModel`) is used because the attacks are about files,
 not faces: green images show a face, everything else shows none.
 """
 
@@ -37,30 +37,10 @@ from facesieve.acting import apply
 from facesieve.acting import moves as actions
 from facesieve.config import Config
 from facesieve.daemon.notify import Notifier
-from facesieve.judging.images import DecodedImage
-from facesieve.judging.policy import Face
+from facesieve.testing import ColourModel
 
 UPLOADER = 5002  # the uploader's uid: owns every upload
 OTHER_FS = Path("/dev/shm")
-
-
-class ColourModel:
-    """Stand-in detector: a mostly green image shows one sure face; anything else none."""
-
-    def describe(self) -> dict[str, str]:
-        return {"detector": "colour", "gender": "none"}
-
-    def analyze(self, image: DecodedImage, policy: object = None) -> list[Face]:
-        red, green, blue = (float(image.rgb[..., i].mean()) for i in range(3))
-        if green > 2 * max(red, blue, 1.0):
-            return [Face((0, 0, image.width, image.height), 0.99)]
-        return []
-
-    def analyze_many(self, images: list[DecodedImage], policy: object = None) -> list[list[Face]]:
-        return [self.analyze(image) for image in images]
-
-    def use_gender(self, wanted: bool) -> None:
-        """No gender here: the attacks are about files."""
 
 
 def bmp(colour: tuple[int, int, int], side: int = 64) -> bytes:

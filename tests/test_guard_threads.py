@@ -20,19 +20,7 @@ from structlog.testing import capture_logs
 from facesieve.config import Config, load_config
 from facesieve.daemon.guard import Guard
 from facesieve.daemon.notify import Notifier
-
-
-class NoFaces:
-    """Finds no face anywhere: every image is rejected."""
-
-    def describe(self) -> dict[str, str]:
-        return {"detector": "none", "gender": "none"}
-
-    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
-        return [[] for _ in images]
-
-    def use_gender(self, wanted: bool) -> None:
-        """A reloaded policy may want genders; there are no faces to give one to."""
+from facesieve.testing import HangsOnce, NoFaces, SlowNoFaces
 
 
 def done_rows(ledger: Path) -> int:
@@ -93,23 +81,10 @@ def test_process_many_leaves_no_decoder_thread(tmp_path: Path) -> None:
     for index in range(10):
         Image.new("RGB", (16, 16)).save(tmp_path / f"{index}.png")
     before = set(threading.enumerate())
-    engine = Engine(Config(), NoFaces())  # type: ignore[arg-type]
+    engine = Engine(Config(), NoFaces())
     outcomes = list(engine.process_many(sorted(tmp_path.glob("*.png"))))
     assert [o.verdict.value for o in outcomes if o.verdict] == ["reject"] * 10
     assert set(threading.enumerate()) - before == set()
-
-
-class HangsOnce(NoFaces):
-    """Blocks inside the first model call until released, as a hung model call would."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
-        self.entered.set()
-        self.release.wait(30)
-        return super().analyze_many(images)
 
 
 def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
@@ -172,16 +147,6 @@ def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
     assert len(released) >= 2  # and they resume once the worker moves again
 
 
-class SlowNoFaces(NoFaces):
-    """Takes a known time per model call, as a real model on a busy CPU would."""
-
-    seconds = 0.2
-
-    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
-        time.sleep(self.seconds)
-        return super().analyze_many(images)
-
-
 def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path) -> None:
     from facesieve.engines.local import Engine
     from facesieve.ledger.store import Ledger
@@ -190,14 +155,15 @@ def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path)
     inbox.mkdir()
     Image.new("RGB", (32, 32)).save(inbox / "alone.png")
     folders = Config().resolve_folders(inbox)
+    model = SlowNoFaces(0.2)
     with Ledger(folders.ledger) as ledger:
-        engine = Engine(Config(), SlowNoFaces(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+        engine = Engine(Config(), model, folders=folders, ledger=ledger)
         outcome = engine.process(inbox / "alone.png")
         [row] = list(ledger.rows())
     assert outcome.verdict is not None and outcome.verdict.value == "reject"
     assert row.elapsed_ms is not None
-    assert row.elapsed_ms >= SlowNoFaces.seconds * 1000
-    assert outcome.elapsed_ms >= SlowNoFaces.seconds * 1000
+    assert row.elapsed_ms >= model.seconds * 1000
+    assert outcome.elapsed_ms >= model.seconds * 1000
 
 
 def test_watch_logs_files_decided_under_another_policy_at_start_and_on_sighup(

@@ -19,6 +19,7 @@ from facesieve.judging.images import read_file
 from facesieve.judging.judge import Judgement, NotJudged, Seen, Status, judge, judge_many
 from facesieve.judging.policy import Verdict
 from facesieve.ledger.store import policy_fingerprint
+from facesieve.testing import Broken, NoModels
 
 from .conftest import DATA, labelled
 
@@ -118,19 +119,12 @@ def test_a_real_photo_is_judged_into_a_plain_picklable_judgement(
 
 
 def test_problems_that_are_not_verdicts_are_plain_values(tmp_path: Path) -> None:
-    class NeverCalled:
-        def describe(self) -> dict[str, str]:
-            return {"detector": "none", "gender": "none"}
-
-        def analyze_many(self, images: Any, policy: Any = None) -> list[list[Any]]:
-            raise AssertionError("no model call for a file that cannot be read")
-
     config = Config()
     (tmp_path / "target.jpg").write_bytes(b"x")
     (tmp_path / "link.jpg").symlink_to(tmp_path / "target.jpg")
     os.mkfifo(tmp_path / "pipe.jpg")
     sources = [tmp_path / "link.jpg", tmp_path / "pipe.jpg", tmp_path / "gone.jpg"]
-    results = list(judge_many(sources, NeverCalled(), config.policy, config.images))  # type: ignore[arg-type]
+    results = list(judge_many(sources, NoModels(), config.policy, config.images))
     assert results == [
         NotJudged(tmp_path / "link.jpg", Status.SKIPPED, "symlink: never followed"),
         NotJudged(tmp_path / "pipe.jpg", Status.SKIPPED, "not a regular file"),
@@ -142,16 +136,9 @@ def test_problems_that_are_not_verdicts_are_plain_values(tmp_path: Path) -> None
 def test_a_model_error_is_not_a_verdict(tmp_path: Path) -> None:
     from PIL import Image
 
-    class Broken:
-        def describe(self) -> dict[str, str]:
-            return {"detector": "none", "gender": "none"}
-
-        def analyze_many(self, images: Any, policy: Any = None) -> list[list[Any]]:
-            raise RuntimeError("weights corrupt")
-
     config = Config()
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
-    result = judge(tmp_path / "a.png", Broken(), config.policy, config.images)  # type: ignore[arg-type]
+    result = judge(tmp_path / "a.png", Broken("weights corrupt"), config.policy, config.images)
     assert result == NotJudged(
         tmp_path / "a.png", Status.ERROR, "model error: RuntimeError: weights corrupt"
     )

@@ -69,6 +69,7 @@ def test_a_corrupt_ledger_stops_scan_and_watch_with_the_ledger_exit_code(
     from facesieve.config import Config
     from facesieve.daemon.guard import Guard
     from facesieve.daemon.notify import Notifier
+    from facesieve.testing import NoModels
 
     from .cli_util import run_cli
 
@@ -81,14 +82,10 @@ def test_a_corrupt_ledger_stops_scan_and_watch_with_the_ledger_exit_code(
     assert scan.code == 5, scan.stderr
     assert "ledger error" in scan.stderr
 
-    class NoModels:
-        def describe(self) -> dict[str, str]:
-            return {"detector": "none", "gender": "none"}
-
     config = Config.model_validate({"folders": {"inbox": str(inbox)}})
     guard = Guard(
         config, notifier=Notifier.from_environment({}), make_analyzer=lambda c: NoModels()
-    )  # type: ignore[arg-type,return-value]
+    )
     with capture_logs() as events:
         code = guard.run()
     # Restarting will not mend the file: systemd must see the ledger's own code, as scan does.

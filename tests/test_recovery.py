@@ -15,13 +15,7 @@ from facesieve.acting.moves import PARTIAL_SUFFIX
 from facesieve.config import Config
 from facesieve.engines.local import Engine
 from facesieve.ledger.store import Ledger
-
-
-class _NoModels:
-    """Recovery never runs a model; this stands in for the analyzer."""
-
-    def describe(self) -> dict[str, str]:
-        return {"detector": "none", "gender": "none"}
+from facesieve.testing import NoModels
 
 
 def setup(tmp_path: Path) -> tuple[Engine, Ledger, Path, Path]:
@@ -29,7 +23,7 @@ def setup(tmp_path: Path) -> tuple[Engine, Ledger, Path, Path]:
     inbox.mkdir()
     folders = Config().resolve_folders(inbox)
     ledger = Ledger(folders.ledger)
-    engine = Engine(Config(), _NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+    engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)
     return engine, ledger, inbox, folders.quarantine
 
 

@@ -28,20 +28,11 @@ from facesieve.judging.policy import Verdict
 from facesieve.ledger import store as ledger_module
 from facesieve.ledger.store import Ledger, LedgerRow
 from facesieve.people.restore import parse_duration, parse_since
+from facesieve.testing import NoModels
 
 from .cli_util import run_cli, tree
 
 MTIME_NS = 1_600_000_000_123_456_789
-
-
-class NoModels:
-    """Restores and recovery never run a model; this stands in for the analyzer."""
-
-    def describe(self) -> dict[str, str]:
-        return {"detector": "none", "gender": "none"}
-
-    def analyze(self, image: Any) -> list[Any]:
-        raise AssertionError("a restored file must not be judged again")
 
 
 @pytest.fixture(autouse=True)
@@ -202,7 +193,7 @@ def test_restore_all_puts_files_back_and_the_engine_knows_them(
         # Each file back in place is known: a scan or the daemon leaves it alone.
         # No grace for unreadable bytes: this test rewrites a file and judges it at once.
         config = Config.model_validate({"images": {"unreadable_grace_seconds": 0}})
-        engine = Engine(config, NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+        engine = Engine(config, NoModels(), folders=folders, ledger=ledger)
         for path in (kept.path, rejected.path, review.path, unreadable.path):
             assert engine.process(Path(path)).status is Status.KNOWN
         # ...until its content changes.
@@ -319,7 +310,7 @@ def test_an_interrupted_restore_is_settled(tmp_path: Path) -> None:
     # ...and killed before the move.
     untouched_restore = ledger.begin_restore(untouched)
 
-    engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+    engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)
     assert engine.recover() == 2
 
     assert (folders.root / "linked.jpg").read_bytes() == b"bytes of linked.jpg"

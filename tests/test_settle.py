@@ -23,8 +23,9 @@ from facesieve.judging.judge import Status
 from facesieve.ledger.store import Ledger, LedgerRow
 from facesieve.people.desk import Label, in_review, settle, undo
 from facesieve.people.restore import Fate, fate
+from facesieve.testing import NoModels
 
-from .test_restore import MTIME_NS, NoModels, cli, judged, setup
+from .test_restore import MTIME_NS, cli, judged, setup
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +75,7 @@ def test_approve_puts_the_file_back_and_a_scan_leaves_it_alone(
     assert fate(rows[unsure.id], None) == (Fate.SETTLED, None)
     with Ledger(folders.ledger) as ledger:
         assert [d.id for d in in_review(ledger)] == [other.id]
-        engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)  # type: ignore[arg-type]
+        engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)
         assert engine.process(back).status is Status.KNOWN
 
     # Settled once: a second decision about the same file is refused, and changes nothing.

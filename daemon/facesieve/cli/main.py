@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from .. import __version__
 from ..config import Config, load_config
@@ -329,6 +329,18 @@ def _reexec_check(args: argparse.Namespace) -> NoReturn:
 
 def _listed_paths(args: argparse.Namespace) -> Iterator[Path]:
     """The paths in --paths-from, read as they are needed (a listing may be endless)."""
+    for arrived in _listed_runs(args):
+        yield from arrived
+
+
+def _listed_runs(args: argparse.Namespace) -> Iterator[list[Path]]:
+    """The paths in --paths-from, in the runs they arrive in.
+
+    Each run is the complete entries of one read, and a read returns whatever has
+    arrived (`read1`), never waiting for a full block: a path written to a pipe is
+    answered before the next one comes (a hook keeps one `check` and pays for the
+    models once), while a listing in a file still comes in long runs to batch.
+    """
     if args.paths_from is None:
         return
     separator = b"\0" if args.null else b"\n"
@@ -339,11 +351,18 @@ def _listed_paths(args: argparse.Namespace) -> Iterator[Path]:
         raise ConfigError("--paths-from", f"cannot read {given}: {error.strerror}") from error
     with handle:
         pending = b""
-        while block := handle.read(1 << 16):
+        while block := _arrived(handle):
             *complete, pending = (pending + block).split(separator)
-            yield from (Path(os.fsdecode(p)) for p in complete if p)
+            yield [Path(os.fsdecode(p)) for p in complete if p]
         if pending.strip(b"\r"):
-            yield Path(os.fsdecode(pending.rstrip(b"\r") if not args.null else pending))
+            yield [Path(os.fsdecode(pending.rstrip(b"\r") if not args.null else pending))]
+
+
+def _arrived(handle: BinaryIO) -> bytes:
+    """Up to 64 KiB: what has arrived, or (EOF) nothing; waits only while nothing has."""
+    if isinstance(handle, io.BufferedIOBase):
+        return handle.read1(1 << 16)
+    return handle.read(1 << 16)  # a stand-in stream (tests): no partial reads to offer
 
 
 def _check(args: argparse.Namespace, config: Config) -> ExitCode:
@@ -351,6 +370,7 @@ def _check(args: argparse.Namespace, config: Config) -> ExitCode:
     from ..judging.analyzer import load_analyzer
     from ..judging.judge import Status
     from ..judging.policy import Verdict
+    from ..sieve import caller_path
 
     not_judged = not_kept = 0
 
@@ -358,27 +378,26 @@ def _check(args: argparse.Namespace, config: Config) -> ExitCode:
         nonlocal not_judged
         for path in paths:
             if os.path.lexists(path):
-                # A path named by the caller is trusted up to its file: a symlinked
-                # folder on it is followed (check changes nothing); the file itself
-                # is still never followed.
-                yield Path(os.path.realpath(path.parent)) / path.name
+                yield caller_path(path)  # its folders followed, the file itself never
             else:
                 not_judged += 1
                 print(f"facesieve: {path}: not judged: no such file", file=sys.stderr, flush=True)
 
     engine = Engine(config, load_analyzer(config))
-    paths = existing(itertools.chain(args.images, _listed_paths(args)))
-    for outcome in engine.process_many(paths):
-        if outcome.status is Status.DECIDED:
-            _print_outcome(outcome, as_json=args.json, with_action=False)
-            not_kept += outcome.verdict is not Verdict.KEEP
-        else:
-            not_judged += 1
-            print(
-                f"facesieve: {outcome.path}: not judged: {outcome.reason}",
-                file=sys.stderr,
-                flush=True,
-            )
+    # Each run is judged (read ahead and batched) and answered before the next is
+    # waited for.
+    for arrived in itertools.chain([args.images], _listed_runs(args)):
+        for outcome in engine.process_many(existing(arrived)):
+            if outcome.status is Status.DECIDED:
+                _print_outcome(outcome, as_json=args.json, with_action=False)
+                not_kept += outcome.verdict is not Verdict.KEEP
+            else:
+                not_judged += 1
+                print(
+                    f"facesieve: {outcome.path}: not judged: {outcome.reason}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     if not_judged:
         return ExitCode.USAGE
     return ExitCode.NOT_KEPT if not_kept else ExitCode.OK
