@@ -56,6 +56,7 @@ __all__ = [
     "Action",
     "Places",
     "check_unchanged",
+    "content_identity",
     "delete_file",
     "delete_held",
     "finish_restore",
@@ -616,7 +617,7 @@ def restore_file(
             os.close(folder_fd)
 
 
-def _content(path: Path, base: Folder | None, sha256: str) -> Identity | None:
+def content_identity(path: Path, base: Folder | None, sha256: str) -> Identity | None:
     """The identity of the file at `path` if it holds exactly these bytes; None otherwise."""
     try:
         with _hold(path, base) as held:
@@ -638,7 +639,7 @@ def _drop_lingering_source(
     Only a source holding the same bytes goes, and with `inode` given only that
     inode: a file restored or replaced since is someone's file again.
     """
-    identity = _content(source, base, sha256)
+    identity = content_identity(source, base, sha256)
     if identity is None or (inode is not None and (identity.dev, identity.ino) != inode):
         return False
     try:
@@ -663,15 +664,17 @@ def finish_restore(
     *,
     source_base: Folder | None = None,
     original_base: Folder | None = None,
+    inode: tuple[int, int] | None = None,
 ) -> bool:
     """Whether a restore cut short had already put the file at `original`.
 
-    If so, a source still holding the same bytes goes now, as in `resume_move`;
-    unlike it, no `~N` name is ever taken for the original.
+    If so, a source still holding the same bytes (and, with `inode`, still that
+    inode) goes now, as in `resume_move`; unlike it, no `~N` name is ever taken
+    for the original.
     """
-    if _content(original, original_base, sha256) is None:
+    if content_identity(original, original_base, sha256) is None:
         return False
-    _drop_lingering_source(source, source_base, sha256)
+    _drop_lingering_source(source, source_base, sha256, inode)
     return True
 
 
@@ -694,7 +697,7 @@ def purge_file(path: Path, sha256: str, *, base: Folder | None = None) -> bool:
             os.stat(path.name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        identity = _content(path, base, sha256)
+        identity = content_identity(path, base, sha256)
         if identity is None:
             raise ActionError(f"{path} no longer holds the file that was quarantined; left alone")
         try:
@@ -743,7 +746,7 @@ def resume_move(
             except FileNotFoundError:
                 break
             path = planned.with_name(candidate.name)
-            if _content(path, planned_base, sha256) is not None:
+            if content_identity(path, planned_base, sha256) is not None:
                 landed = path
                 break
     finally:

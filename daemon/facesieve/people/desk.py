@@ -21,20 +21,20 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..acting.moves import (
     Action,
+    Places,
     delete_file,
     free_destination,
     move_file,
     restore_file,
-    resume_move,
 )
-from ..config import Config
+from ..acting.recovery import recover_pending
+from ..config import Config, ResolvedFolders, review_folders
 from ..errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
 from ..judging.policy import Verdict
 from ..ledger.shards import LedgerUnion
@@ -50,7 +50,7 @@ __all__ = [
     "configure_reject",
     "default_who",
     "in_review",
-    "recover_settlements",
+    "recover_pending_moves",
     "run_approve",
     "run_reject",
     "settle",
@@ -239,35 +239,18 @@ def undo(ledger: Ledger | LedgerUnion, verdict_id: int, who: str) -> Settled:
     return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)
 
 
-def recover_settlements(
-    ledger: Ledger | LedgerUnion, older_than: timedelta = timedelta(minutes=1)
-) -> int:
-    """Settle human verdicts and undos a crash left pending; returns how many.
-
-    As `Engine.recover` does for the model's decisions: a move that happened is
-    completed, one that did not is marked failed (the file waits where it was).
-    Rows younger than `older_than` may still be in flight in another process.
+def recover_pending_moves(ledger: Ledger | LedgerUnion, folders: ResolvedFolders, mode: int) -> int:
+    """Finish or fail the restores, human verdicts and undos a crash left pending;
+    returns how many. The one recovery (`acting.recovery`), with its age guard: a
+    row younger than a minute may still be in flight in another process. The
+    model's own pending decisions are left to the scan or watch that owns the ledger.
     """
-    cutoff = datetime.now(UTC) - older_than
-    count = 0
-    for row in ledger.pending():
-        if row.who is None or datetime.fromisoformat(row.decided_at) > cutoff:
-            continue
-        source = Path(row.path)
-        if row.action == Action.DELETE:
-            done, landed = not os.path.lexists(source), None
-        elif row.destination is not None:
-            landed = resume_move(source, Path(row.destination), row.sha256)
-            done = landed is not None
-        else:
-            done, landed = False, None
-        if done:
-            ledger.complete(row.id, landed)
-        else:
-            ledger.fail(row.id, "interrupted before the move")
-        get_logger().warning("recovered", id=row.id, action=row.action, completed=done)
-        count += 1
-    return count
+    try:
+        places = Places(folders, mode=mode)
+    except OSError:  # the inbox is gone: rows carry absolute paths, walked from `/`
+        return len(recover_pending(ledger, None, decisions=False))
+    with places:
+        return len(recover_pending(ledger, places, decisions=False))
 
 
 # -- approve / reject from the command line -------------------------------------------
@@ -328,7 +311,7 @@ def _run(args: argparse.Namespace, config: Config, label: Label) -> int:
     who = args.who or config.review.who or default_who()
     counts: Counter[str] = Counter()
     with open_ledger(config, args.folder) as ledger:
-        recover_settlements(ledger)
+        recover_pending_moves(ledger, review_folders(config, args.folder), config.actions.mode)
         for item in _chosen(ledger, args):
             record: dict[str, Any]
             if isinstance(item, str):
