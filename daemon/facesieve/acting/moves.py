@@ -427,6 +427,11 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
     after_link = Identity.of(os.fstat(held.fd))
     judged = held.identity
     named = _named(held)
+    if named is None:
+        # The source's name went since the link: a recovery finished this move
+        # (or someone removed the name). The link is now the file's only name, and
+        # taking it back would leave the file with none.
+        return _only_name_left(held, name, sha256)
     # The link bumped ctime, so a write between the last check and the link would
     # hide behind it: the bytes themselves are compared once more (from page cache).
     changed = (after_link.size, after_link.mtime_ns) != (judged.size, judged.mtime_ns)
@@ -438,9 +443,33 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         os.unlink(name, dir_fd=folder_fd)
         _fsync(folder_fd)
         raise ChangedError("it changed at the moment of acting; the link was taken back")
-    os.unlink(held.name, dir_fd=held.dir_fd)
-    _fsync(held.dir_fd)
+    _unlink_source(held)
     return True
+
+
+def _only_name_left(held: HeldFile, name: str, sha256: str | None) -> bool:
+    """The move is done (True) if the file, now only at `name`, holds the judged bytes.
+
+    Raises:
+        ChangedError: its bytes changed; it stays at `name`, its one name left.
+    """
+    now = Identity.of(os.fstat(held.fd))
+    judged = held.identity
+    same = (now.size, now.mtime_ns) == (judged.size, judged.mtime_ns)
+    if same and (sha256 is None or _digest(held.fd) == sha256):
+        return True
+    raise ChangedError(
+        f"it changed at the moment of acting and its source name is gone: left at {name}, "
+        "its only name"
+    )
+
+
+def _unlink_source(held: HeldFile) -> None:
+    """Remove the source's name once the file is in place; gone already is fine (a
+    recovery that finished this move took it)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(held.name, dir_fd=held.dir_fd)
+    _fsync(held.dir_fd)
 
 
 def _digest(fd: int) -> str:
@@ -517,12 +546,15 @@ def _copy_across(
     try:
         _verify(held)
     except ChangedError as error:
+        if placed and _named(held) is None and Identity.of(os.fstat(held.fd)) == held.identity:
+            # The source's name went (a recovery finished this move): the copy, with
+            # the judged bytes, is the file's only name now.
+            return True
         if placed:
             os.unlink(name, dir_fd=folder_fd)
             _fsync(folder_fd)
         raise ChangedError(f"{error}; the copy was removed") from error
-    os.unlink(held.name, dir_fd=held.dir_fd)
-    _fsync(held.dir_fd)
+    _unlink_source(held)
     return True
 
 

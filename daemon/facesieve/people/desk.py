@@ -30,12 +30,14 @@ from ..acting.moves import (
     Places,
     delete_file,
     free_destination,
+    identity_of,
     move_file,
     restore_file,
 )
 from ..acting.recovery import recover_pending
 from ..config import Config, ResolvedFolders, review_folders
 from ..errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
+from ..intake.safefs import Identity
 from ..judging.policy import Verdict
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
@@ -165,6 +167,8 @@ def settle(
     else:
         action = Action.QUARANTINE
         destination = free_destination(original, folders.root, folders.quarantine)
+    # The row names the inode the verdict moves: a recovery acts on that one alone.
+    moving = None if decision.destination is None else identity_of(Path(decision.destination), None)
     decision, row_id = ledger.begin_human(
         decision_id,
         who=who,
@@ -174,13 +178,15 @@ def settle(
         destination=destination,
         policy=policy_fingerprint(config.policy.model_dump()),
         check=in_review_now,
+        identity=moving,
     )
     assert decision.destination is not None
     source = Path(decision.destination)
+    put_back: Identity | None = None
     try:
         landed: Path | None = None
         if action is Action.KEEP:
-            restore_file(source, original)
+            put_back = restore_file(source, original)
             landed = original
         elif action is Action.DELETE:
             delete_file(source)
@@ -193,7 +199,7 @@ def settle(
         hint = " (set [folders] accepted, or move the other file)"
         conflict = isinstance(error, RestoreConflictError)
         raise SettleError(f"{error}{hint if conflict else ''}") from error
-    ledger.complete(row_id, landed)
+    ledger.complete(row_id, landed, put_back)
     log.info(
         "settled",
         id=decision.id,
@@ -223,17 +229,20 @@ def undo(ledger: Ledger | LedgerUnion, verdict_id: int, who: str) -> Settled:
             return f"ledger #{verdict.id} left no file to move"
         return _unchanged(Path(verdict.destination), verdict)
 
-    verdict, row_id = ledger.begin_undo(verdict_id, who=who, check=movable)
+    known = ledger.get(verdict_id)
+    where = None if known is None or known.destination is None else Path(known.destination)
+    moving = None if where is None else identity_of(where, None)
+    verdict, row_id = ledger.begin_undo(verdict_id, who=who, check=movable, identity=moving)
     assert verdict.destination is not None and verdict.ref is not None
     decision = ledger.get(verdict.ref)
     assert decision is not None and decision.destination is not None
     source, review = Path(verdict.destination), Path(decision.destination)
     try:
-        restore_file(source, review)
+        put_back = restore_file(source, review)
     except ActionError as error:
         ledger.fail(row_id, str(error))
         raise SettleError(str(error)) from error
-    ledger.complete(row_id, review)
+    ledger.complete(row_id, review, put_back)
     get_logger().info("undone", id=decision.id, verdict_id=verdict.id, who=who)
     label = Label(verdict.label or Label.REJECT)
     return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..acting.moves import Action, Places, purge_file, restore_file
+from ..acting.moves import Action, Places, identity_of, purge_file, restore_file
 from ..acting.recovery import in_flight, recover_one, recover_pending
 from ..config import Config, review_folders
 from ..errors import ActionError, ExitCode, RestoreConflictError
@@ -422,7 +422,8 @@ def _restore(
         return _Done(Result.WOULD_RESTORE, f"{source} -> {original}", decision)
     if not os.path.lexists(source):
         return _Done(Result.MISSING, f"{source} is no longer there", decision)
-    row_id = ledger.begin_restore(decision)
+    # The row names the inode that goes back: a recovery acts on that one alone.
+    row_id = ledger.begin_restore(decision, identity_of(source, source_base))
     try:
         mode = places.mode if places is not None else 0o640
         identity = restore_file(source, original, mode=mode, **bases)
