@@ -269,6 +269,13 @@ class Applier:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, str(error))
             return replace(outcome, status=Status.ERROR, reason=f"{outcome.reason}; {error}")
+        except Exception as error:
+            # Anything else between the intent and the action (a state folder that
+            # cannot be opened, a read error in the last comparison) happened before
+            # the file was touched: the row ends failed, never pending, one per retry.
+            if self.ledger is not None and row_id is not None:
+                self.ledger.fail(row_id, f"{type(error).__name__}: {error}; nothing done")
+            raise
         if self.ledger is not None and row_id is not None:
             self.ledger.complete(row_id, landed)
         return replace(outcome, destination=landed)
