@@ -570,40 +570,73 @@ def _parent(path: Path, base: Folder | None, *, create: bool = False) -> int:
     return _make_below(base.fd, parts) if create else base.open_folder(parts)
 
 
-def _hold(path: Path, base: Folder | None) -> HeldFile:
-    """Raises OSError (the folder) or ImageAccessError (the file)."""
+def _hold(path: Path, base: Folder | None, expected: Identity | None = None) -> HeldFile:
+    """The file at `path`, held; with `expected`, only if it is still exactly that file.
+
+    Raises:
+        OSError: its folder cannot be reached without a symlink.
+        ImageAccessError: the file cannot be held.
+        ChangedError: it is not the `expected` file (inode, size or times differ).
+    """
     fd = _parent(path, base)
-    return HeldFile(path, fd, path.name)
+    held = HeldFile(path, fd, path.name)
+    if expected is not None and held.identity != expected:
+        held.close()
+        raise ChangedError("it is not the file checked any more (its inode, size or times)")
+    return held
 
 
 def move_file(
-    source: Path, destination: Path, *, mode: int = 0o640, base: Folder | None = None
+    source: Path,
+    destination: Path,
+    *,
+    mode: int = 0o640,
+    base: Folder | None = None,
+    source_base: Folder | None = None,
+    sha256: str | None = None,
+    expected: Identity | None = None,
 ) -> Path:
     """Move `source` to `destination`, or to the next free `~N` name beside it.
 
-    Every folder is walked without following a symlink. Returns where the file
-    landed. Raises ActionError, with the source intact, when the move fails.
+    Every folder is walked without following a symlink, from `source_base` and
+    `base` when given. With `expected` and `sha256` it moves only that file with
+    those bytes, as `move_held` does. Returns where the file landed. Raises
+    ActionError, with the source intact, when the move fails or the file changed.
     """
     try:
-        with _hold(source, None) as held:
+        with _hold(source, source_base, expected) as held:
             folder_fd = _parent(destination, base, create=True)
             try:
                 for candidate in _candidates(Path(destination.name)):
-                    if _place(held, folder_fd, candidate.name, mode=mode, sha256=None):
+                    if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256):
                         return destination.with_name(candidate.name)
             finally:
                 os.close(folder_fd)
-    except (OSError, ImageAccessError, ChangedError) as error:
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot move {source} to {destination}: {error}") from error
     raise AssertionError("unreachable")
 
 
-def delete_file(source: Path) -> None:
+def delete_file(
+    source: Path,
+    *,
+    base: Folder | None = None,
+    sha256: str | None = None,
+    expected: Identity | None = None,
+) -> None:
+    """Delete `source`; with `expected` and `sha256`, only that file with those bytes.
+
+    Raises:
+        ActionError: it changed, or the unlink failed; nothing was deleted.
+    """
     try:
-        with _hold(source, None) as held:
+        with _hold(source, base, expected) as held:
+            if sha256 is not None and _digest(held.fd) != sha256:
+                raise ChangedError("its bytes are not the ones judged")
+            _verify(held)
             os.unlink(held.name, dir_fd=held.dir_fd)
             _fsync(held.dir_fd)
-    except (OSError, ImageAccessError) as error:
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot delete {source}: {error}") from error
 
 
@@ -614,20 +647,23 @@ def restore_file(
     source_base: Folder | None = None,
     original_base: Folder | None = None,
     mode: int = 0o640,
+    sha256: str | None = None,
+    expected: Identity | None = None,
 ) -> Identity:
     """Move `source` back to exactly `original`, creating its folders, keeping the mtime.
 
     No folder on either path is followed if it is a symlink: a folder on the way
     to `original` swapped for one is an error, never a way out of the inbox.
+    With `expected` and `sha256` it moves only that file with those bytes.
     Returns the identity of the file now at `original`.
 
     Raises:
         RestoreConflictError: something is at `original`; nothing was changed.
-        ActionError: the move failed; the file is still at `source`.
+        ActionError: the move failed, or the file changed; it is still at `source`.
     """
     try:
-        held = _hold(source, source_base)
-    except (OSError, ImageAccessError) as error:
+        held = _hold(source, source_base, expected)
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot restore {source}: {error}") from error
     with held:
         try:
@@ -640,7 +676,7 @@ def restore_file(
             # A copy across filesystems that a crash cut short left this; the name is ours.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(original.name + PARTIAL_SUFFIX, dir_fd=folder_fd)
-            if not _place(held, folder_fd, original.name, mode=mode, sha256=None):
+            if not _place(held, folder_fd, original.name, mode=mode, sha256=sha256):
                 raise RestoreConflictError(f"{original} exists; {source} left where it is")
             return Identity.of(os.stat(original.name, dir_fd=folder_fd, follow_symlinks=False))
         except (OSError, ChangedError) as error:

@@ -28,15 +28,23 @@ from typing import Any
 from ..acting.moves import (
     Action,
     Places,
+    content_identity,
     delete_file,
     free_destination,
     identity_of,
     move_file,
     restore_file,
 )
-from ..acting.recovery import recover_pending
+from ..acting.recovery import base_for, recover_pending
 from ..config import Config, ResolvedFolders, review_folders
-from ..errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
+from ..errors import (
+    ActionError,
+    AlreadySettledError,
+    ExitCode,
+    RestoreConflictError,
+    SettleError,
+    UnsafeFolderError,
+)
 from ..intake.safefs import Identity
 from ..judging.policy import Verdict
 from ..ledger.shards import LedgerUnion
@@ -115,17 +123,48 @@ def in_review(ledger: Ledger | LedgerUnion) -> list[LedgerRow]:
     return waiting
 
 
-def _unchanged(path: Path, row: LedgerRow) -> str | None:
-    """None if the file at `path` is still the one `row` recorded; else why not."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
+def _checked(places: Places, path: Path | None, row: LedgerRow) -> Identity | str:
+    """The file at `path`, if it still holds the bytes `row` judged (its identity then,
+    which the move will insist on); else why not."""
+    if path is None:
+        return f"ledger #{row.id} left no file to move"
+    base = base_for(places, path)
+    if identity_of(path, base) is None:
         return f"{path} is no longer there"
-    except OSError as error:
-        return f"cannot read {path}: {error.strerror}"
-    if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+    judged = content_identity(path, base, row.sha256)
+    if judged is None:
         return f"{path} changed since it was judged"
-    return None
+    return judged
+
+
+def _open_places(folders: ResolvedFolders, mode: int) -> Places:
+    """The folders a person's move works in, held; refused if a state folder is planted.
+
+    Raises:
+        SettleError: the inbox cannot be opened, or a state folder is unsafe.
+    """
+    try:
+        places = Places(folders, mode=mode)
+    except OSError as error:
+        raise SettleError(f"cannot open {folders.root}: {error}") from error
+    try:
+        places.check_state_folders()
+    except (OSError, UnsafeFolderError) as error:
+        places.close()
+        raise SettleError(str(error)) from error
+    return places
+
+
+def _plan(config: Config, folders: ResolvedFolders, label: Label) -> tuple[Action, Path | None]:
+    """The action for a person's verdict and the folder it moves the file into
+    (None: back to its own path for a keep, nowhere for a delete)."""
+    if label is Label.KEEP:
+        if folders.accepted is not None:
+            return Action.ACCEPT, folders.accepted
+        return Action.KEEP, None
+    if config.actions.reject == "delete":
+        return Action.DELETE, None
+    return Action.QUARANTINE, folders.quarantine
 
 
 def settle(
@@ -133,74 +172,63 @@ def settle(
 ) -> Settled:
     """Apply a person's verdict to a file in review, and record it.
 
+    The move is the engine's: through the held folders (`Places`), with
+    `[actions] mode`, and only for the file in review that still holds the judged
+    bytes (its sha256), as checked before the ledger row and insisted on by the move.
+
     Raises:
-        AlreadySettledError: someone settled it first, or it is not in review (now).
+        AlreadySettledError: someone settled it first, or it is not in review (now),
+            or its file changed since it was judged.
         SettleError: the move failed or the original path is taken; the file is
             still in review and the ledger row says why.
     """
-    log = get_logger()
-
-    def in_review_now(decision: LedgerRow) -> str | None:
-        if decision.is_human or decision.action != Action.REVIEW or decision.state != "done":
-            return f"ledger #{decision.id} is not a file in review"
-        current, _ = fate(decision, ledger.restore_of(decision.id))
-        if current is not Fate.IN_REVIEW:
-            return f"ledger #{decision.id} is {current.value}"
-        assert decision.destination is not None
-        return _unchanged(Path(decision.destination), decision)
-
     decision = ledger.get(decision_id)
     if decision is None:
         raise AlreadySettledError(f"no ledger id {decision_id}")
     folders = config.resolve_folders(Path(decision.root))
     original = Path(decision.path)
-    action: Action
-    destination: Path | None
-    if label is Label.KEEP:
-        if folders.accepted is not None:
-            action = Action.ACCEPT
-            destination = free_destination(original, folders.root, folders.accepted)
-        else:
-            action, destination = Action.KEEP, original
-    elif config.actions.reject == "delete":
-        action, destination = Action.DELETE, None
-    else:
-        action = Action.QUARANTINE
-        destination = free_destination(original, folders.root, folders.quarantine)
-    # The row names the inode the verdict moves: a recovery acts on that one alone.
-    moving = None if decision.destination is None else identity_of(Path(decision.destination), None)
-    decision, row_id = ledger.begin_human(
-        decision_id,
-        who=who,
-        label=label.value,
-        verdict=label.verdict.value,
-        action=action.value,
-        destination=destination,
-        policy=policy_fingerprint(config.policy.model_dump()),
-        check=in_review_now,
-        identity=moving,
-    )
-    assert decision.destination is not None
-    source = Path(decision.destination)
-    put_back: Identity | None = None
-    try:
-        landed: Path | None = None
-        if action is Action.KEEP:
-            put_back = restore_file(source, original)
-            landed = original
-        elif action is Action.DELETE:
-            delete_file(source)
-        else:
-            assert destination is not None
-            landed = move_file(source, destination)
-    except (ActionError, OSError) as error:
-        ledger.fail(row_id, str(error))
-        log.warning("settle_failed", id=decision.id, label=label.value, error=str(error))
-        hint = " (set [folders] accepted, or move the other file)"
-        conflict = isinstance(error, RestoreConflictError)
-        raise SettleError(f"{error}{hint if conflict else ''}") from error
+    action, folder = _plan(config, folders, label)
+    destination: Path | None = original if action is Action.KEEP else None
+    if folder is not None:
+        destination = free_destination(original, folders.root, folder)
+    with _open_places(folders, config.actions.mode) as places:
+        waiting = None if decision.destination is None else Path(decision.destination)
+        checked = _checked(places, waiting, decision)
+
+        def in_review_now(decision: LedgerRow) -> str | None:
+            if decision.is_human or decision.action != Action.REVIEW or decision.state != "done":
+                return f"ledger #{decision.id} is not a file in review"
+            current, _ = fate(decision, ledger.restore_of(decision.id))
+            if current is not Fate.IN_REVIEW:
+                return f"ledger #{decision.id} is {current.value}"
+            return checked if isinstance(checked, str) else None
+
+        # The row names the inode the verdict moves: a recovery acts on that one alone.
+        decision, row_id = ledger.begin_human(
+            decision_id,
+            who=who,
+            label=label.value,
+            verdict=label.verdict.value,
+            action=action.value,
+            destination=destination,
+            policy=policy_fingerprint(config.policy.model_dump()),
+            check=in_review_now,
+            identity=checked if isinstance(checked, Identity) else None,
+        )
+        assert decision.destination is not None and isinstance(checked, Identity)
+        source = Path(decision.destination)
+        try:
+            landed, put_back = _act(places, action, source, destination, decision.sha256, checked)
+        except ActionError as error:
+            ledger.fail(row_id, str(error))
+            get_logger().warning(
+                "settle_failed", id=decision.id, label=label.value, error=str(error)
+            )
+            hint = " (set [folders] accepted, or move the other file)"
+            conflict = isinstance(error, RestoreConflictError)
+            raise SettleError(f"{error}{hint if conflict else ''}") from error
     ledger.complete(row_id, landed, put_back)
-    log.info(
+    get_logger().info(
         "settled",
         id=decision.id,
         verdict_id=row_id,
@@ -213,35 +241,92 @@ def settle(
     return Settled(decision, row_id, label, action.value, source, landed)
 
 
-def undo(ledger: Ledger | LedgerUnion, verdict_id: int, who: str) -> Settled:
+def _act(
+    places: Places,
+    action: Action,
+    source: Path,
+    destination: Path | None,
+    sha256: str,
+    expected: Identity,
+) -> tuple[Path | None, Identity | None]:
+    """Carry out a person's verdict on the checked file: where it landed, and the
+    identity of a file put back at its exact name.
+
+    Raises:
+        ActionError: nothing was moved (RestoreConflictError: the name is taken).
+    """
+    if action is Action.DELETE:
+        delete_file(source, base=base_for(places, source), sha256=sha256, expected=expected)
+        return None, None
+    assert destination is not None
+    if action is Action.KEEP:
+        put_back = restore_file(
+            source,
+            destination,
+            source_base=base_for(places, source),
+            original_base=base_for(places, destination),
+            mode=places.mode,
+            sha256=sha256,
+            expected=expected,
+        )
+        return destination, put_back
+    landed = move_file(
+        source,
+        destination,
+        mode=places.mode,
+        base=base_for(places, destination),
+        source_base=base_for(places, source),
+        sha256=sha256,
+        expected=expected,
+    )
+    return landed, None
+
+
+def undo(
+    ledger: Ledger | LedgerUnion, verdict_id: int, who: str, config: Config | None = None
+) -> Settled:
     """Take a human verdict back: its file returns to exactly where it waited in review.
+
+    Moved as `settle` moves (held folders, `[actions] mode` of `config`, the judged
+    bytes only).
 
     Raises:
         AlreadySettledError: it is not the verdict settling a file now (undone,
-            superseded), or its file was deleted.
+            superseded), or its file was deleted or changed.
         SettleError: the move failed; the file is where the verdict put it.
     """
-
-    def movable(verdict: LedgerRow) -> str | None:
-        if verdict.action == Action.DELETE:
-            return f"ledger #{verdict.id} deleted its file: a deletion cannot be undone"
-        if verdict.destination is None:
-            return f"ledger #{verdict.id} left no file to move"
-        return _unchanged(Path(verdict.destination), verdict)
-
+    config = config or Config()
     known = ledger.get(verdict_id)
-    where = None if known is None or known.destination is None else Path(known.destination)
-    moving = None if where is None else identity_of(where, None)
-    verdict, row_id = ledger.begin_undo(verdict_id, who=who, check=movable, identity=moving)
-    assert verdict.destination is not None and verdict.ref is not None
-    decision = ledger.get(verdict.ref)
-    assert decision is not None and decision.destination is not None
-    source, review = Path(verdict.destination), Path(decision.destination)
-    try:
-        put_back = restore_file(source, review)
-    except ActionError as error:
-        ledger.fail(row_id, str(error))
-        raise SettleError(str(error)) from error
+    if known is None:
+        raise AlreadySettledError(f"ledger #{verdict_id} is not a human verdict")
+    folders = config.resolve_folders(Path(known.root))
+    with _open_places(folders, config.actions.mode) as places:
+        where = None if known.destination is None else Path(known.destination)
+        checked = _checked(places, where, known) if known.action != Action.DELETE else ""
+
+        def movable(verdict: LedgerRow) -> str | None:
+            if verdict.action == Action.DELETE:
+                return f"ledger #{verdict.id} deleted its file: a deletion cannot be undone"
+            if verdict.destination is None:
+                return f"ledger #{verdict.id} left no file to move"
+            return checked if isinstance(checked, str) else None
+
+        verdict, row_id = ledger.begin_undo(
+            verdict_id,
+            who=who,
+            check=movable,
+            identity=checked if isinstance(checked, Identity) else None,
+        )
+        assert verdict.destination is not None and verdict.ref is not None
+        assert isinstance(checked, Identity)
+        decision = ledger.get(verdict.ref)
+        assert decision is not None and decision.destination is not None
+        source, review = Path(verdict.destination), Path(decision.destination)
+        try:
+            _, put_back = _act(places, Action.KEEP, source, review, verdict.sha256, checked)
+        except ActionError as error:
+            ledger.fail(row_id, str(error))
+            raise SettleError(str(error)) from error
     ledger.complete(row_id, review, put_back)
     get_logger().info("undone", id=decision.id, verdict_id=verdict.id, who=who)
     label = Label(verdict.label or Label.REJECT)

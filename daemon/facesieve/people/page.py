@@ -173,7 +173,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
             return _error(400, "send {verdict_id: N}")
         with decide_lock:
             try:
-                done = undo_verdict(ledger(), verdict_id, who)
+                done = undo_verdict(ledger(), verdict_id, who, config)
             except AlreadySettledError as error:
                 return _error(409, str(error))
             except SettleError as error:

@@ -403,7 +403,6 @@ def _restore(
             source_base, original_base = _bases(places, decision)
         except OSError as error:
             return _Done(Result.ERROR, f"cannot open {decision.root}: {error}", decision)
-    bases = {"source_base": source_base, "original_base": original_base}
     if restore is not None and restore.state == "pending" and not dry_run:
         if in_flight(restore):
             # Maybe another `restore` moving it right now: never taken over.
@@ -423,10 +422,18 @@ def _restore(
     if not os.path.lexists(source):
         return _Done(Result.MISSING, f"{source} is no longer there", decision)
     # The row names the inode that goes back: a recovery acts on that one alone.
-    row_id = ledger.begin_restore(decision, identity_of(source, source_base))
+    moving = identity_of(source, source_base)
+    row_id = ledger.begin_restore(decision, moving)
     try:
         mode = places.mode if places is not None else 0o640
-        identity = restore_file(source, original, mode=mode, **bases)
+        identity = restore_file(
+            source,
+            original,
+            source_base=source_base,
+            original_base=original_base,
+            mode=mode,
+            expected=moving,
+        )
     except RestoreConflictError as error:
         ledger.fail(row_id, str(error))
         log.warning("restore_conflict", id=decision.id, path=str(original), source=str(source))
