@@ -713,7 +713,8 @@ class Ledger:
         """Every action a crash may have cut short, each as a move from `path` to `destination`.
 
         A restore is shown as the move it is, from where its decision put the file
-        back to the original path, so that recovery settles it like any other move.
+        back to the original path, so that recovery (`acting.recovery`) finishes or fails
+        it like any other move.
         """
         rows = self._db.execute("SELECT * FROM decisions WHERE state = 'pending' ORDER BY id")
         return [self._as_move(LedgerRow.from_sql(r)) for r in rows]

@@ -3,10 +3,13 @@
 A file in review is settled by a *human verdict*: keep (to `[folders] accepted`
 when set, else back to exactly the path it was judged at), reject or "no human
 face" (both as `[actions] reject` says: quarantine or delete). The move is the
-crash-safe move of `actions.py`, written around as every action is: a pending
-ledger row before it, done after (see `ledger.py`). The check that nobody else
-settled the file and the pending row are one ledger transaction, so two pages
-or two processes deciding one file act on it once.
+engine's crash-safe move (`acting.moves`, through the held folders of `Places`,
+with `[actions] mode`, only for the file that still holds the judged bytes),
+written around as every action is: a pending ledger row before it, done after
+(see `ledger.store`). The check that nobody else settled the file and the
+pending row are one ledger transaction, so two pages or two processes deciding
+one file act on it once. A row a crash left pending is recovered, as every
+caller recovers one, by `acting.recovery` (`recover_pending_moves`).
 
 An undo takes a human verdict back: the file returns to exactly where it was in
 review. A deleted file cannot come back, so a deletion is never undone.
