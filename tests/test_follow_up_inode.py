@@ -28,7 +28,7 @@ from facesieve.engines.local import Engine
 from facesieve.ledger.store import Ledger, LedgerRow
 from facesieve.people.desk import Label, settle, undo
 
-from .safe_attacks import patched
+from .safe_attacks import OTHER_FS, other_fs_available, patched
 from .test_restore import NoModels, cli, judged, setup
 
 
@@ -61,8 +61,9 @@ class ScanStarting:
     stopped for minutes, and records each one's inode and the inode at its source.
     """
 
-    def __init__(self, folders: ResolvedFolders) -> None:
+    def __init__(self, folders: ResolvedFolders, config: Config | None = None) -> None:
         self.folders = folders
+        self.config = config or Config()
         self.seen: list[tuple[int | None, int | None, int]] = []
 
     def __call__(self) -> None:
@@ -73,7 +74,7 @@ class ScanStarting:
             for row in ledger.pending():
                 source = os.stat(row.path, follow_symlinks=False)
                 self.seen.append((row.dev, row.ino, source.st_ino))
-            engine = Engine(Config(), NoModels(), folders=self.folders, ledger=ledger)  # type: ignore[arg-type]
+            engine = Engine(self.config, NoModels(), folders=self.folders, ledger=ledger)  # type: ignore[arg-type]
             assert engine.recover() == 1
             engine.close()
 
@@ -132,3 +133,32 @@ def test_a_recovery_between_a_movers_link_and_its_check_leaves_the_file_one_name
     row = follow_up(ledger)
     assert (row.state, row.destination) == ("done", str(where))
     ledger.close()
+
+
+def test_the_same_interleaving_across_filesystems_keeps_the_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantine on another filesystem: the mover's last link is its copy's; a
+    recovery then unlinks the source, and the copy must stay, the file's one name."""
+    if not other_fs_available(tmp_path):
+        pytest.skip(f"no second filesystem at {OTHER_FS} for the quarantine")
+    outside = OTHER_FS / f"facesieve-follow-up-{os.getpid()}-{tmp_path.name}"
+    config = Config.model_validate({"folders": {"quarantine": str(outside / "quarantine")}})
+    folders, ledger = setup(tmp_path)
+    folders = config.resolve_folders(folders.root)
+    try:
+        decision = judged(ledger, folders, "x.jpg", "review", config=config)
+        scan = ScanStarting(folders, config)
+        with right_after_the_link(scan) as struck:
+            done = settle(ledger, config, decision.id, Label.REJECT, "ana")
+        assert struck == [1]
+        assert done.where == outside / "quarantine" / "x.jpg"
+        assert done.where.read_bytes() == b"bytes of x.jpg" and done.where.stat().st_nlink == 1
+        assert names_of(folders, b"bytes of x.jpg") == []  # nothing left in the inbox
+        row = follow_up(ledger)
+        assert (row.state, row.destination) == ("done", str(done.where))
+    finally:
+        ledger.close()
+        for path in sorted(outside.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        outside.rmdir()

@@ -546,10 +546,10 @@ def _copy_across(
     try:
         _verify(held)
     except ChangedError as error:
-        if placed and _named(held) is None and Identity.of(os.fstat(held.fd)) == held.identity:
-            # The source's name went (a recovery finished this move): the copy, with
-            # the judged bytes, is the file's only name now.
-            return True
+        if placed and _named(held) is None:
+            # The source's name went (a recovery finished this move; the unlink moved
+            # its ctime): the copy is the file's only name now, never removed.
+            return _only_name_left(held, name, sha256)
         if placed:
             os.unlink(name, dir_fd=folder_fd)
             _fsync(folder_fd)
