@@ -309,6 +309,8 @@ def test_an_interrupted_restore_is_settled(tmp_path: Path) -> None:
     os.link(folders.quarantine / "linked.jpg", folders.root / "linked.jpg")
     # ...and killed before the move.
     untouched_restore = ledger.begin_restore(untouched)
+    for row_id in (linked_restore, untouched_restore):  # long enough ago to be no mover's
+        set_moved_at(folders.ledger, row_id, datetime.now(UTC) - timedelta(minutes=2))
 
     engine = Engine(Config(), NoModels(), folders=folders, ledger=ledger)
     assert engine.recover() == 2

@@ -1,8 +1,9 @@
 """Apply: a judgement becomes a ledger intent, an action, and the ledger's word it is done.
 
 The order is what makes a crash harmless: the intent (a pending row) is on disk
-before the file moves, and `recover` settles every pending row at the next start.
-Only `actions` touches files; this module decides which call to make and records it.
+before the file moves, and `recover` (one recovery for every caller: `recovery`)
+finishes or fails every pending row at the next start. Only `moves` touches
+files; this module decides which call to make and records it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..config import ActionsConfig, ResolvedFolders
 from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
-from ..intake.safefs import Folder, HeldFile, Identity, is_symlink_refusal
+from ..intake.safefs import HeldFile, Identity, is_symlink_refusal
 from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..judging.policy import Face, Verdict
 from ..ledger.store import Ledger, LedgerRow
@@ -26,12 +27,11 @@ from .moves import (
     check_unchanged,
     delete_held,
     free_destination,
-    identity_of,
     move_held,
     plan,
     remove_partials,
-    resume_move,
 )
+from .recovery import recover_pending
 
 __all__ = ["Applier", "Outcome"]
 
@@ -110,6 +110,10 @@ class Applier:
             return None
         if self.rejudge is not None and self.rejudge(row):
             return None
+        if row.state == "pending":
+            # A restore or a person's verdict half-way: its row holds the inode it
+            # moves, which a copy across filesystems does not keep; the bytes tell.
+            return Seen(row.size, row.mtime_ns, row.sha256, f"ledger #{row.id}")
         return Seen(
             row.size,
             row.mtime_ns,
@@ -265,6 +269,13 @@ class Applier:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, str(error))
             return replace(outcome, status=Status.ERROR, reason=f"{outcome.reason}; {error}")
+        except Exception as error:
+            # Anything else between the intent and the action (a state folder that
+            # cannot be opened, a read error in the last comparison) happened before
+            # the file was touched: the row ends failed, never pending, one per retry.
+            if self.ledger is not None and row_id is not None:
+                self.ledger.fail(row_id, f"{type(error).__name__}: {error}; nothing done")
+            raise
         if self.ledger is not None and row_id is not None:
             self.ledger.complete(row_id, landed)
         return replace(outcome, destination=landed)
@@ -279,77 +290,26 @@ class Applier:
         )
 
     def recover(self) -> int:
-        """Settle every action a crash left half-done; returns how many were pending.
+        """Finish or fail every action a crash left half-done; returns how many it recovered.
 
         After it, each file is in exactly one place and its ledger row says which:
         a move that happened is completed (its source unlinked if it lingered), one
         that did not is marked failed so the file, still in the inbox, is judged again.
-        A lingering source is unlinked only if it is still the judged inode with the
-        judged bytes, and no later row shows it judged or restored since.
+        A lingering source is unlinked only if it is still the inode the row moved,
+        with the judged bytes, and no later row shows it judged or restored since.
+        This writer holds the ledger's lock, so it takes over the model's pending
+        decisions at once; a person's or a restore's row only once it is older than
+        `recovery.PENDING_GUARD` (see `recovery`).
         """
         if self.ledger is None or self.folders is None or self.places is None:
             return 0
         for folder in self.folders.managed():
             for partial in remove_partials(folder):
                 self._log.warning("partial_removed", path=str(partial))
-        pending = self.ledger.pending()
-        for row in pending:
-            done, landed, why = self._settle(row)
-            if done:
-                identity = None
-                if row.is_restore and landed is not None:
-                    identity = identity_of(landed, self._base(landed))
-                self.ledger.complete(row.id, landed, identity)
-            else:
-                self.ledger.fail(row.id, why)
-            self._log.warning(
-                "recovered",
-                path=row.path,
-                action=row.action,
-                completed=done,
-                destination=None if landed is None else str(landed),
-                reason=why,
-            )
-        return len(pending)
-
-    def _base(self, path: Path) -> Folder | None:
-        """The held folder below which `path` lies; None (walk from `/`) when outside all."""
-        assert self.places is not None
-        try:
-            base, _ = self.places.base_of(path)
-        except ValueError:
-            return None
-        return base
-
-    def _settle(self, row: LedgerRow) -> tuple[bool, Path | None, str]:
-        """(completed?, where the file landed, why not) for one pending row."""
-        assert self.ledger is not None
-        source = Path(row.path)
-        interrupted = "interrupted before the action; judged again"
-        later = [] if row.is_restore else self.ledger.later_rows(row)
-        if row.action == Action.DELETE:
-            now = identity_of(source, self._base(source))
-            if now is None or (row.inode is not None and (now.dev, now.ino) != row.inode):
-                return True, None, ""
-            return False, None, interrupted
-        if row.destination is None or row.destination == row.path:
-            return True, None, ""
-        destination = Path(row.destination)
-        landed = resume_move(
-            source,
-            destination,
-            row.sha256,
-            source_base=self._base(source),
-            planned_base=self._base(destination),
-            inode=row.inode,
-            drop_source=not later,
+        recovered = recover_pending(
+            self.ledger, self.places, decisions=True, later_rows=self.ledger.later_rows
         )
-        if landed is None:
-            return False, None, interrupted
-        if later:
-            # Judged or restored since: its file is someone's again; touch nothing.
-            return False, None, f"superseded by ledger #{later[0].id}; files left as they are"
-        return True, landed, ""
+        return len(recovered)
 
     def _report(self, outcome: Outcome, models: dict[str, str] | None) -> Outcome:
         fields: dict[str, Any] = {"path": str(outcome.path), "reason": outcome.reason}

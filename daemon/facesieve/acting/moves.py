@@ -56,6 +56,7 @@ __all__ = [
     "Action",
     "Places",
     "check_unchanged",
+    "content_identity",
     "delete_file",
     "delete_held",
     "finish_restore",
@@ -426,6 +427,11 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
     after_link = Identity.of(os.fstat(held.fd))
     judged = held.identity
     named = _named(held)
+    if named is None:
+        # The source's name went since the link: a recovery finished this move
+        # (or someone removed the name). The link is now the file's only name, and
+        # taking it back would leave the file with none.
+        return _only_name_left(held, name, sha256)
     # The link bumped ctime, so a write between the last check and the link would
     # hide behind it: the bytes themselves are compared once more (from page cache).
     changed = (after_link.size, after_link.mtime_ns) != (judged.size, judged.mtime_ns)
@@ -437,9 +443,33 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         os.unlink(name, dir_fd=folder_fd)
         _fsync(folder_fd)
         raise ChangedError("it changed at the moment of acting; the link was taken back")
-    os.unlink(held.name, dir_fd=held.dir_fd)
-    _fsync(held.dir_fd)
+    _unlink_source(held)
     return True
+
+
+def _only_name_left(held: HeldFile, name: str, sha256: str | None) -> bool:
+    """The move is done (True) if the file, now only at `name`, holds the judged bytes.
+
+    Raises:
+        ChangedError: its bytes changed; it stays at `name`, its one name left.
+    """
+    now = Identity.of(os.fstat(held.fd))
+    judged = held.identity
+    same = (now.size, now.mtime_ns) == (judged.size, judged.mtime_ns)
+    if same and (sha256 is None or _digest(held.fd) == sha256):
+        return True
+    raise ChangedError(
+        f"it changed at the moment of acting and its source name is gone: left at {name}, "
+        "its only name"
+    )
+
+
+def _unlink_source(held: HeldFile) -> None:
+    """Remove the source's name once the file is in place; gone already is fine (a
+    recovery that finished this move took it)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(held.name, dir_fd=held.dir_fd)
+    _fsync(held.dir_fd)
 
 
 def _digest(fd: int) -> str:
@@ -516,12 +546,15 @@ def _copy_across(
     try:
         _verify(held)
     except ChangedError as error:
+        if placed and _named(held) is None:
+            # The source's name went (a recovery finished this move; the unlink moved
+            # its ctime): the copy is the file's only name now, never removed.
+            return _only_name_left(held, name, sha256)
         if placed:
             os.unlink(name, dir_fd=folder_fd)
             _fsync(folder_fd)
         raise ChangedError(f"{error}; the copy was removed") from error
-    os.unlink(held.name, dir_fd=held.dir_fd)
-    _fsync(held.dir_fd)
+    _unlink_source(held)
     return True
 
 
@@ -537,40 +570,73 @@ def _parent(path: Path, base: Folder | None, *, create: bool = False) -> int:
     return _make_below(base.fd, parts) if create else base.open_folder(parts)
 
 
-def _hold(path: Path, base: Folder | None) -> HeldFile:
-    """Raises OSError (the folder) or ImageAccessError (the file)."""
+def _hold(path: Path, base: Folder | None, expected: Identity | None = None) -> HeldFile:
+    """The file at `path`, held; with `expected`, only if it is still exactly that file.
+
+    Raises:
+        OSError: its folder cannot be reached without a symlink.
+        ImageAccessError: the file cannot be held.
+        ChangedError: it is not the `expected` file (inode, size or times differ).
+    """
     fd = _parent(path, base)
-    return HeldFile(path, fd, path.name)
+    held = HeldFile(path, fd, path.name)
+    if expected is not None and held.identity != expected:
+        held.close()
+        raise ChangedError("it is not the file checked any more (its inode, size or times)")
+    return held
 
 
 def move_file(
-    source: Path, destination: Path, *, mode: int = 0o640, base: Folder | None = None
+    source: Path,
+    destination: Path,
+    *,
+    mode: int = 0o640,
+    base: Folder | None = None,
+    source_base: Folder | None = None,
+    sha256: str | None = None,
+    expected: Identity | None = None,
 ) -> Path:
     """Move `source` to `destination`, or to the next free `~N` name beside it.
 
-    Every folder is walked without following a symlink. Returns where the file
-    landed. Raises ActionError, with the source intact, when the move fails.
+    Every folder is walked without following a symlink, from `source_base` and
+    `base` when given. With `expected` and `sha256` it moves only that file with
+    those bytes, as `move_held` does. Returns where the file landed. Raises
+    ActionError, with the source intact, when the move fails or the file changed.
     """
     try:
-        with _hold(source, None) as held:
+        with _hold(source, source_base, expected) as held:
             folder_fd = _parent(destination, base, create=True)
             try:
                 for candidate in _candidates(Path(destination.name)):
-                    if _place(held, folder_fd, candidate.name, mode=mode, sha256=None):
+                    if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256):
                         return destination.with_name(candidate.name)
             finally:
                 os.close(folder_fd)
-    except (OSError, ImageAccessError, ChangedError) as error:
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot move {source} to {destination}: {error}") from error
     raise AssertionError("unreachable")
 
 
-def delete_file(source: Path) -> None:
+def delete_file(
+    source: Path,
+    *,
+    base: Folder | None = None,
+    sha256: str | None = None,
+    expected: Identity | None = None,
+) -> None:
+    """Delete `source`; with `expected` and `sha256`, only that file with those bytes.
+
+    Raises:
+        ActionError: it changed, or the unlink failed; nothing was deleted.
+    """
     try:
-        with _hold(source, None) as held:
+        with _hold(source, base, expected) as held:
+            if sha256 is not None and _digest(held.fd) != sha256:
+                raise ChangedError("its bytes are not the ones judged")
+            _verify(held)
             os.unlink(held.name, dir_fd=held.dir_fd)
             _fsync(held.dir_fd)
-    except (OSError, ImageAccessError) as error:
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot delete {source}: {error}") from error
 
 
@@ -581,20 +647,23 @@ def restore_file(
     source_base: Folder | None = None,
     original_base: Folder | None = None,
     mode: int = 0o640,
+    sha256: str | None = None,
+    expected: Identity | None = None,
 ) -> Identity:
     """Move `source` back to exactly `original`, creating its folders, keeping the mtime.
 
     No folder on either path is followed if it is a symlink: a folder on the way
     to `original` swapped for one is an error, never a way out of the inbox.
+    With `expected` and `sha256` it moves only that file with those bytes.
     Returns the identity of the file now at `original`.
 
     Raises:
         RestoreConflictError: something is at `original`; nothing was changed.
-        ActionError: the move failed; the file is still at `source`.
+        ActionError: the move failed, or the file changed; it is still at `source`.
     """
     try:
-        held = _hold(source, source_base)
-    except (OSError, ImageAccessError) as error:
+        held = _hold(source, source_base, expected)
+    except (OSError, ValueError, ImageAccessError, ChangedError) as error:
         raise ActionError(f"cannot restore {source}: {error}") from error
     with held:
         try:
@@ -607,7 +676,7 @@ def restore_file(
             # A copy across filesystems that a crash cut short left this; the name is ours.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(original.name + PARTIAL_SUFFIX, dir_fd=folder_fd)
-            if not _place(held, folder_fd, original.name, mode=mode, sha256=None):
+            if not _place(held, folder_fd, original.name, mode=mode, sha256=sha256):
                 raise RestoreConflictError(f"{original} exists; {source} left where it is")
             return Identity.of(os.stat(original.name, dir_fd=folder_fd, follow_symlinks=False))
         except (OSError, ChangedError) as error:
@@ -616,7 +685,7 @@ def restore_file(
             os.close(folder_fd)
 
 
-def _content(path: Path, base: Folder | None, sha256: str) -> Identity | None:
+def content_identity(path: Path, base: Folder | None, sha256: str) -> Identity | None:
     """The identity of the file at `path` if it holds exactly these bytes; None otherwise."""
     try:
         with _hold(path, base) as held:
@@ -638,7 +707,7 @@ def _drop_lingering_source(
     Only a source holding the same bytes goes, and with `inode` given only that
     inode: a file restored or replaced since is someone's file again.
     """
-    identity = _content(source, base, sha256)
+    identity = content_identity(source, base, sha256)
     if identity is None or (inode is not None and (identity.dev, identity.ino) != inode):
         return False
     try:
@@ -663,15 +732,17 @@ def finish_restore(
     *,
     source_base: Folder | None = None,
     original_base: Folder | None = None,
+    inode: tuple[int, int] | None = None,
 ) -> bool:
     """Whether a restore cut short had already put the file at `original`.
 
-    If so, a source still holding the same bytes goes now, as in `resume_move`;
-    unlike it, no `~N` name is ever taken for the original.
+    If so, a source still holding the same bytes (and, with `inode`, still that
+    inode) goes now, as in `resume_move`; unlike it, no `~N` name is ever taken
+    for the original.
     """
-    if _content(original, original_base, sha256) is None:
+    if content_identity(original, original_base, sha256) is None:
         return False
-    _drop_lingering_source(source, source_base, sha256)
+    _drop_lingering_source(source, source_base, sha256, inode)
     return True
 
 
@@ -694,7 +765,7 @@ def purge_file(path: Path, sha256: str, *, base: Folder | None = None) -> bool:
             os.stat(path.name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return False
-        identity = _content(path, base, sha256)
+        identity = content_identity(path, base, sha256)
         if identity is None:
             raise ActionError(f"{path} no longer holds the file that was quarantined; left alone")
         try:
@@ -743,7 +814,7 @@ def resume_move(
             except FileNotFoundError:
                 break
             path = planned.with_name(candidate.name)
-            if _content(path, planned_base, sha256) is not None:
+            if content_identity(path, planned_base, sha256) is not None:
                 landed = path
                 break
     finally:

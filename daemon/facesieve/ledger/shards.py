@@ -207,8 +207,8 @@ class LedgerUnion:
         rows = [row for member in self._ledgers for row in member.pending()]
         return sorted(rows, key=lambda row: (row.decided_at, row.id))
 
-    def begin_restore(self, decision: LedgerRow) -> int:
-        return self._holding(decision.id).begin_restore(decision)
+    def begin_restore(self, decision: LedgerRow, identity: Identity | None = None) -> int:
+        return self._holding(decision.id).begin_restore(decision, identity)
 
     def complete(
         self, row_id: int, destination: Path | None, identity: Identity | None = None

@@ -89,7 +89,8 @@ _ADDED_COLUMNS = {
     "models_fingerprint": "TEXT",
     # Version 4: the inode judged (or, for a restore, the inode put back) and its
     # ctime, so that "already decided" means the same inode, not just the same size
-    # and mtime, which anyone who can write the file can forge.
+    # and mtime, which anyone who can write the file can forge. A pending restore,
+    # human verdict or undo holds the inode it moves: recovery acts on that alone.
     "dev": "INTEGER",
     "ino": "INTEGER",
     "ctime_ns": "INTEGER",
@@ -504,8 +505,12 @@ class Ledger:
         destination: Path | None,
         policy: str,
         check: Callable[[LedgerRow], str | None],
+        identity: Identity | None = None,
     ) -> tuple[LedgerRow, int]:
         """Record, before the move, that a person settles `decision_id`.
+
+        `identity`: the file the person's verdict moves, as it was checked (see
+        `_insert_follow_up`).
 
         In one write transaction: `check(decision)` (None, or why it cannot be
         settled), then that no other person settled it or is settling it, then the
@@ -546,13 +551,21 @@ class Ledger:
                 label=label,
                 policy_fingerprint=policy,
                 models_fingerprint=decision.models_key,
+                identity=identity,
             )
             return decision, row_id
 
     def begin_undo(
-        self, verdict_id: int, *, who: str, check: Callable[[LedgerRow], str | None]
+        self,
+        verdict_id: int,
+        *,
+        who: str,
+        check: Callable[[LedgerRow], str | None],
+        identity: Identity | None = None,
     ) -> tuple[LedgerRow, int]:
         """Record, before the move, that a human verdict is taken back.
+
+        `identity`: the file the undo moves back, as it was checked.
 
         In one write transaction, as `begin_human`: the verdict must be done, the
         one that settles its decision, not undone and not being undone, and pass
@@ -586,6 +599,7 @@ class Ledger:
                 who=who,
                 policy_fingerprint=decision.policy_fingerprint,
                 models_fingerprint=decision.models_key,
+                identity=identity,
             )
             return verdict, row_id
 
@@ -612,6 +626,7 @@ class Ledger:
         reason: str,
         action: str,
         destination: str | os.PathLike[str] | None,
+        identity: Identity | None = None,
         **extra: str | None,
     ) -> int:
         """A pending row about `decision`'s file that points back (`ref`) at the row it
@@ -619,17 +634,23 @@ class Ledger:
 
         It carries the decision's size, mtime, mode, hash, faces and models, so the
         file it leaves in place reads as decided; `extra` names further columns.
+        `identity`: the file this row moves (its inode, size and times), so that a
+        recovery acts only on that inode; None for a caller that does not know it.
         """
+        inode: tuple[int | None, ...] = (None, None, None)
+        if identity is not None:
+            inode = (identity.dev, identity.ino, identity.ctime_ns)
         columns: tuple[str, ...] = (
             *("path", "root", "size", "mtime_ns", "mode", "sha256", "faces", "verdict"),
             *("reason", "action", "destination", "state", "models", "decided_at", "ref"),
+            *("dev", "ino", "ctime_ns"),
             *extra,
         )
         values = (
             to_sql(decision.path),
             to_sql(decision.root),
-            decision.size,
-            decision.mtime_ns,
+            decision.size if identity is None else identity.size,
+            decision.mtime_ns if identity is None else identity.mtime_ns,
             decision.mode,
             decision.sha256,
             json.dumps(decision.faces),
@@ -641,6 +662,7 @@ class Ledger:
             json.dumps(decision.models),
             _now(),
             ref,
+            *inode,
             *extra.values(),
         )
         # Column names are this module's own literals, never input.
@@ -654,11 +676,12 @@ class Ledger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def begin_restore(self, decision: LedgerRow) -> int:
+    def begin_restore(self, decision: LedgerRow, identity: Identity | None = None) -> int:
         """Record, before the move, that `decision`'s file goes back to its path.
 
         The row carries the decision's size, mtime and hash: the file restored
         unchanged is then known to every later scan, and a changed one is judged.
+        `identity`: the file in quarantine or review that goes back.
         """
         return self._insert_follow_up(
             decision,
@@ -667,6 +690,7 @@ class Ledger:
             reason=f"restored (ledger #{decision.id}: {decision.reason})",
             action=RESTORE,
             destination=decision.path,
+            identity=identity,
         )
 
     def restore_of(self, decision_id: int) -> LedgerRow | None:
@@ -689,7 +713,8 @@ class Ledger:
         """Every action a crash may have cut short, each as a move from `path` to `destination`.
 
         A restore is shown as the move it is, from where its decision put the file
-        back to the original path, so that recovery settles it like any other move.
+        back to the original path, so that recovery (`acting.recovery`) finishes or fails
+        it like any other move.
         """
         rows = self._db.execute("SELECT * FROM decisions WHERE state = 'pending' ORDER BY id")
         return [self._as_move(LedgerRow.from_sql(r)) for r in rows]

@@ -3,10 +3,13 @@
 A file in review is settled by a *human verdict*: keep (to `[folders] accepted`
 when set, else back to exactly the path it was judged at), reject or "no human
 face" (both as `[actions] reject` says: quarantine or delete). The move is the
-crash-safe move of `actions.py`, written around as every action is: a pending
-ledger row before it, done after (see `ledger.py`). The check that nobody else
-settled the file and the pending row are one ledger transaction, so two pages
-or two processes deciding one file act on it once.
+engine's crash-safe move (`acting.moves`, through the held folders of `Places`,
+with `[actions] mode`, only for the file that still holds the judged bytes),
+written around as every action is: a pending ledger row before it, done after
+(see `ledger.store`). The check that nobody else settled the file and the
+pending row are one ledger transaction, so two pages or two processes deciding
+one file act on it once. A row a crash left pending is recovered, as every
+caller recovers one, by `acting.recovery` (`recover_pending_moves`).
 
 An undo takes a human verdict back: the file returns to exactly where it was in
 review. A deleted file cannot come back, so a deletion is never undone.
@@ -21,21 +24,31 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from ..acting.moves import (
     Action,
+    Places,
+    content_identity,
     delete_file,
     free_destination,
+    identity_of,
     move_file,
     restore_file,
-    resume_move,
 )
-from ..config import Config
-from ..errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
+from ..acting.recovery import base_for, recover_pending
+from ..config import Config, ResolvedFolders, review_folders
+from ..errors import (
+    ActionError,
+    AlreadySettledError,
+    ExitCode,
+    RestoreConflictError,
+    SettleError,
+    UnsafeFolderError,
+)
+from ..intake.safefs import Identity
 from ..judging.policy import Verdict
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
@@ -50,7 +63,7 @@ __all__ = [
     "configure_reject",
     "default_who",
     "in_review",
-    "recover_settlements",
+    "recover_pending_moves",
     "run_approve",
     "run_reject",
     "settle",
@@ -113,17 +126,48 @@ def in_review(ledger: Ledger | LedgerUnion) -> list[LedgerRow]:
     return waiting
 
 
-def _unchanged(path: Path, row: LedgerRow) -> str | None:
-    """None if the file at `path` is still the one `row` recorded; else why not."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
+def _checked(places: Places, path: Path | None, row: LedgerRow) -> Identity | str:
+    """The file at `path`, if it still holds the bytes `row` judged (its identity then,
+    which the move will insist on); else why not."""
+    if path is None:
+        return f"ledger #{row.id} left no file to move"
+    base = base_for(places, path)
+    if identity_of(path, base) is None:
         return f"{path} is no longer there"
-    except OSError as error:
-        return f"cannot read {path}: {error.strerror}"
-    if (info.st_size, info.st_mtime_ns) != (row.size, row.mtime_ns):
+    judged = content_identity(path, base, row.sha256)
+    if judged is None:
         return f"{path} changed since it was judged"
-    return None
+    return judged
+
+
+def _open_places(folders: ResolvedFolders, mode: int) -> Places:
+    """The folders a person's move works in, held; refused if a state folder is planted.
+
+    Raises:
+        SettleError: the inbox cannot be opened, or a state folder is unsafe.
+    """
+    try:
+        places = Places(folders, mode=mode)
+    except OSError as error:
+        raise SettleError(f"cannot open {folders.root}: {error}") from error
+    try:
+        places.check_state_folders()
+    except (OSError, UnsafeFolderError) as error:
+        places.close()
+        raise SettleError(str(error)) from error
+    return places
+
+
+def _plan(config: Config, folders: ResolvedFolders, label: Label) -> tuple[Action, Path | None]:
+    """The action for a person's verdict and the folder it moves the file into
+    (None: back to its own path for a keep, nowhere for a delete)."""
+    if label is Label.KEEP:
+        if folders.accepted is not None:
+            return Action.ACCEPT, folders.accepted
+        return Action.KEEP, None
+    if config.actions.reject == "delete":
+        return Action.DELETE, None
+    return Action.QUARANTINE, folders.quarantine
 
 
 def settle(
@@ -131,70 +175,63 @@ def settle(
 ) -> Settled:
     """Apply a person's verdict to a file in review, and record it.
 
+    The move is the engine's: through the held folders (`Places`), with
+    `[actions] mode`, and only for the file in review that still holds the judged
+    bytes (its sha256), as checked before the ledger row and insisted on by the move.
+
     Raises:
-        AlreadySettledError: someone settled it first, or it is not in review (now).
+        AlreadySettledError: someone settled it first, or it is not in review (now),
+            or its file changed since it was judged.
         SettleError: the move failed or the original path is taken; the file is
             still in review and the ledger row says why.
     """
-    log = get_logger()
-
-    def in_review_now(decision: LedgerRow) -> str | None:
-        if decision.is_human or decision.action != Action.REVIEW or decision.state != "done":
-            return f"ledger #{decision.id} is not a file in review"
-        current, _ = fate(decision, ledger.restore_of(decision.id))
-        if current is not Fate.IN_REVIEW:
-            return f"ledger #{decision.id} is {current.value}"
-        assert decision.destination is not None
-        return _unchanged(Path(decision.destination), decision)
-
     decision = ledger.get(decision_id)
     if decision is None:
         raise AlreadySettledError(f"no ledger id {decision_id}")
     folders = config.resolve_folders(Path(decision.root))
     original = Path(decision.path)
-    action: Action
-    destination: Path | None
-    if label is Label.KEEP:
-        if folders.accepted is not None:
-            action = Action.ACCEPT
-            destination = free_destination(original, folders.root, folders.accepted)
-        else:
-            action, destination = Action.KEEP, original
-    elif config.actions.reject == "delete":
-        action, destination = Action.DELETE, None
-    else:
-        action = Action.QUARANTINE
-        destination = free_destination(original, folders.root, folders.quarantine)
-    decision, row_id = ledger.begin_human(
-        decision_id,
-        who=who,
-        label=label.value,
-        verdict=label.verdict.value,
-        action=action.value,
-        destination=destination,
-        policy=policy_fingerprint(config.policy.model_dump()),
-        check=in_review_now,
-    )
-    assert decision.destination is not None
-    source = Path(decision.destination)
-    try:
-        landed: Path | None = None
-        if action is Action.KEEP:
-            restore_file(source, original)
-            landed = original
-        elif action is Action.DELETE:
-            delete_file(source)
-        else:
-            assert destination is not None
-            landed = move_file(source, destination)
-    except (ActionError, OSError) as error:
-        ledger.fail(row_id, str(error))
-        log.warning("settle_failed", id=decision.id, label=label.value, error=str(error))
-        hint = " (set [folders] accepted, or move the other file)"
-        conflict = isinstance(error, RestoreConflictError)
-        raise SettleError(f"{error}{hint if conflict else ''}") from error
-    ledger.complete(row_id, landed)
-    log.info(
+    action, folder = _plan(config, folders, label)
+    destination: Path | None = original if action is Action.KEEP else None
+    if folder is not None:
+        destination = free_destination(original, folders.root, folder)
+    with _open_places(folders, config.actions.mode) as places:
+        waiting = None if decision.destination is None else Path(decision.destination)
+        checked = _checked(places, waiting, decision)
+
+        def in_review_now(decision: LedgerRow) -> str | None:
+            if decision.is_human or decision.action != Action.REVIEW or decision.state != "done":
+                return f"ledger #{decision.id} is not a file in review"
+            current, _ = fate(decision, ledger.restore_of(decision.id))
+            if current is not Fate.IN_REVIEW:
+                return f"ledger #{decision.id} is {current.value}"
+            return checked if isinstance(checked, str) else None
+
+        # The row names the inode the verdict moves: a recovery acts on that one alone.
+        decision, row_id = ledger.begin_human(
+            decision_id,
+            who=who,
+            label=label.value,
+            verdict=label.verdict.value,
+            action=action.value,
+            destination=destination,
+            policy=policy_fingerprint(config.policy.model_dump()),
+            check=in_review_now,
+            identity=checked if isinstance(checked, Identity) else None,
+        )
+        assert decision.destination is not None and isinstance(checked, Identity)
+        source = Path(decision.destination)
+        try:
+            landed, put_back = _act(places, action, source, destination, decision.sha256, checked)
+        except ActionError as error:
+            ledger.fail(row_id, str(error))
+            get_logger().warning(
+                "settle_failed", id=decision.id, label=label.value, error=str(error)
+            )
+            hint = " (set [folders] accepted, or move the other file)"
+            conflict = isinstance(error, RestoreConflictError)
+            raise SettleError(f"{error}{hint if conflict else ''}") from error
+    ledger.complete(row_id, landed, put_back)
+    get_logger().info(
         "settled",
         id=decision.id,
         verdict_id=row_id,
@@ -207,67 +244,110 @@ def settle(
     return Settled(decision, row_id, label, action.value, source, landed)
 
 
-def undo(ledger: Ledger | LedgerUnion, verdict_id: int, who: str) -> Settled:
+def _act(
+    places: Places,
+    action: Action,
+    source: Path,
+    destination: Path | None,
+    sha256: str,
+    expected: Identity,
+) -> tuple[Path | None, Identity | None]:
+    """Carry out a person's verdict on the checked file: where it landed, and the
+    identity of a file put back at its exact name.
+
+    Raises:
+        ActionError: nothing was moved (RestoreConflictError: the name is taken).
+    """
+    if action is Action.DELETE:
+        delete_file(source, base=base_for(places, source), sha256=sha256, expected=expected)
+        return None, None
+    assert destination is not None
+    if action is Action.KEEP:
+        put_back = restore_file(
+            source,
+            destination,
+            source_base=base_for(places, source),
+            original_base=base_for(places, destination),
+            mode=places.mode,
+            sha256=sha256,
+            expected=expected,
+        )
+        return destination, put_back
+    landed = move_file(
+        source,
+        destination,
+        mode=places.mode,
+        base=base_for(places, destination),
+        source_base=base_for(places, source),
+        sha256=sha256,
+        expected=expected,
+    )
+    return landed, None
+
+
+def undo(
+    ledger: Ledger | LedgerUnion, verdict_id: int, who: str, config: Config | None = None
+) -> Settled:
     """Take a human verdict back: its file returns to exactly where it waited in review.
+
+    Moved as `settle` moves (held folders, `[actions] mode` of `config`, the judged
+    bytes only).
 
     Raises:
         AlreadySettledError: it is not the verdict settling a file now (undone,
-            superseded), or its file was deleted.
+            superseded), or its file was deleted or changed.
         SettleError: the move failed; the file is where the verdict put it.
     """
+    config = config or Config()
+    known = ledger.get(verdict_id)
+    if known is None:
+        raise AlreadySettledError(f"ledger #{verdict_id} is not a human verdict")
+    folders = config.resolve_folders(Path(known.root))
+    with _open_places(folders, config.actions.mode) as places:
+        where = None if known.destination is None else Path(known.destination)
+        checked = _checked(places, where, known) if known.action != Action.DELETE else ""
 
-    def movable(verdict: LedgerRow) -> str | None:
-        if verdict.action == Action.DELETE:
-            return f"ledger #{verdict.id} deleted its file: a deletion cannot be undone"
-        if verdict.destination is None:
-            return f"ledger #{verdict.id} left no file to move"
-        return _unchanged(Path(verdict.destination), verdict)
+        def movable(verdict: LedgerRow) -> str | None:
+            if verdict.action == Action.DELETE:
+                return f"ledger #{verdict.id} deleted its file: a deletion cannot be undone"
+            if verdict.destination is None:
+                return f"ledger #{verdict.id} left no file to move"
+            return checked if isinstance(checked, str) else None
 
-    verdict, row_id = ledger.begin_undo(verdict_id, who=who, check=movable)
-    assert verdict.destination is not None and verdict.ref is not None
-    decision = ledger.get(verdict.ref)
-    assert decision is not None and decision.destination is not None
-    source, review = Path(verdict.destination), Path(decision.destination)
-    try:
-        restore_file(source, review)
-    except ActionError as error:
-        ledger.fail(row_id, str(error))
-        raise SettleError(str(error)) from error
-    ledger.complete(row_id, review)
+        verdict, row_id = ledger.begin_undo(
+            verdict_id,
+            who=who,
+            check=movable,
+            identity=checked if isinstance(checked, Identity) else None,
+        )
+        assert verdict.destination is not None and verdict.ref is not None
+        assert isinstance(checked, Identity)
+        decision = ledger.get(verdict.ref)
+        assert decision is not None and decision.destination is not None
+        source, review = Path(verdict.destination), Path(decision.destination)
+        try:
+            _, put_back = _act(places, Action.KEEP, source, review, verdict.sha256, checked)
+        except ActionError as error:
+            ledger.fail(row_id, str(error))
+            raise SettleError(str(error)) from error
+    ledger.complete(row_id, review, put_back)
     get_logger().info("undone", id=decision.id, verdict_id=verdict.id, who=who)
     label = Label(verdict.label or Label.REJECT)
     return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)
 
 
-def recover_settlements(
-    ledger: Ledger | LedgerUnion, older_than: timedelta = timedelta(minutes=1)
-) -> int:
-    """Settle human verdicts and undos a crash left pending; returns how many.
-
-    As `Engine.recover` does for the model's decisions: a move that happened is
-    completed, one that did not is marked failed (the file waits where it was).
-    Rows younger than `older_than` may still be in flight in another process.
+def recover_pending_moves(ledger: Ledger | LedgerUnion, folders: ResolvedFolders, mode: int) -> int:
+    """Finish or fail the restores, human verdicts and undos a crash left pending;
+    returns how many. The one recovery (`acting.recovery`), with its age guard: a
+    row younger than a minute may still be in flight in another process. The
+    model's own pending decisions are left to the scan or watch that owns the ledger.
     """
-    cutoff = datetime.now(UTC) - older_than
-    count = 0
-    for row in ledger.pending():
-        if row.who is None or datetime.fromisoformat(row.decided_at) > cutoff:
-            continue
-        source = Path(row.path)
-        if row.action == Action.DELETE:
-            done, landed = not os.path.lexists(source), None
-        elif row.destination is not None:
-            landed = resume_move(source, Path(row.destination), row.sha256)
-            done = landed is not None
-        else:
-            done, landed = False, None
-        if done:
-            ledger.complete(row.id, landed)
-        else:
-            ledger.fail(row.id, "interrupted before the move")
-        get_logger().warning("recovered", id=row.id, action=row.action, completed=done)
-        count += 1
-    return count
+    try:
+        places = Places(folders, mode=mode)
+    except OSError:  # the inbox is gone: rows carry absolute paths, walked from `/`
+        return len(recover_pending(ledger, None, decisions=False))
+    with places:
+        return len(recover_pending(ledger, places, decisions=False))
 
 
 # -- approve / reject from the command line -------------------------------------------
@@ -328,7 +408,7 @@ def _run(args: argparse.Namespace, config: Config, label: Label) -> int:
     who = args.who or config.review.who or default_who()
     counts: Counter[str] = Counter()
     with open_ledger(config, args.folder) as ledger:
-        recover_settlements(ledger)
+        recover_pending_moves(ledger, review_folders(config, args.folder), config.actions.mode)
         for item in _chosen(ledger, args):
             record: dict[str, Any]
             if isinstance(item, str):

@@ -37,7 +37,14 @@ from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
 from ..judging.images import decode_image, read_file
 from ..ledger.store import Ledger, LedgerRow
 from ..logs import get_logger
-from .desk import Label, add_who_argument, default_who, in_review, recover_settlements, settle
+from .desk import (
+    Label,
+    add_who_argument,
+    default_who,
+    in_review,
+    recover_pending_moves,
+    settle,
+)
 from .desk import undo as undo_verdict
 from .restore import add_folder_argument
 
@@ -166,7 +173,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
             return _error(400, "send {verdict_id: N}")
         with decide_lock:
             try:
-                done = undo_verdict(ledger(), verdict_id, who)
+                done = undo_verdict(ledger(), verdict_id, who, config)
             except AlreadySettledError as error:
                 return _error(409, str(error))
             except SettleError as error:
@@ -227,7 +234,7 @@ def run_review(args: argparse.Namespace, config: Config) -> int:
     folders = review_folders(config, args.folder)
     who = args.who or config.review.who or default_who()
     with Ledger.open_existing(folders.ledger) as ledger:
-        recover_settlements(ledger)
+        recover_pending_moves(ledger, folders, config.actions.mode)
         waiting = len(in_review(ledger))
     token = secrets.token_urlsafe(32)
     host, port = split_address(config.review.address, any_port=True)

@@ -18,13 +18,14 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..acting.moves import Action, Places, finish_restore, identity_of, purge_file, restore_file
+from ..acting.moves import Action, Places, identity_of, purge_file, restore_file
+from ..acting.recovery import in_flight, recover_one, recover_pending
 from ..config import Config, review_folders
 from ..errors import ActionError, ExitCode, RestoreConflictError
 from ..intake.safefs import Folder
@@ -273,6 +274,7 @@ def run_restore(args: argparse.Namespace, config: Config) -> int:
         print("facesieve restore: name files with --id or --path, or use --all", file=sys.stderr)
         return ExitCode.USAGE
     with open_ledger(config, args.folder) as ledger, _places(config, args.folder) as places:
+        recover_pending(ledger, places, decisions=False)
         restores = ledger.restores()
         done = [
             item
@@ -401,14 +403,16 @@ def _restore(
             source_base, original_base = _bases(places, decision)
         except OSError as error:
             return _Done(Result.ERROR, f"cannot open {decision.root}: {error}", decision)
-    bases = {"source_base": source_base, "original_base": original_base}
     if restore is not None and restore.state == "pending" and not dry_run:
+        if in_flight(restore):
+            # Maybe another `restore` moving it right now: never taken over.
+            why = f"being restored (ledger #{restore.id}, pending); try again in a minute"
+            return _Done(Result.ERROR, why, decision)
         # A restore cut short: finish it if the file had reached its place.
-        if finish_restore(source, original, decision.sha256, **bases):
-            ledger.complete(restore.id, original, identity_of(original, original_base))
+        move = replace(restore, path=str(source), destination=str(original))
+        if recover_one(ledger, places, move).completed:
             log.info("restored", id=decision.id, path=str(original), resumed=True)
             return _Done(Result.RESTORED, f"{source} -> {original} (finished)", decision)
-        ledger.fail(restore.id, "interrupted before the move")
     if dry_run:
         if not os.path.lexists(source):
             return _Done(Result.MISSING, f"{source} is no longer there", decision)
@@ -417,10 +421,19 @@ def _restore(
         return _Done(Result.WOULD_RESTORE, f"{source} -> {original}", decision)
     if not os.path.lexists(source):
         return _Done(Result.MISSING, f"{source} is no longer there", decision)
-    row_id = ledger.begin_restore(decision)
+    # The row names the inode that goes back: a recovery acts on that one alone.
+    moving = identity_of(source, source_base)
+    row_id = ledger.begin_restore(decision, moving)
     try:
         mode = places.mode if places is not None else 0o640
-        identity = restore_file(source, original, mode=mode, **bases)
+        identity = restore_file(
+            source,
+            original,
+            source_base=source_base,
+            original_base=original_base,
+            mode=mode,
+            expected=moving,
+        )
     except RestoreConflictError as error:
         ledger.fail(row_id, str(error))
         log.warning("restore_conflict", id=decision.id, path=str(original), source=str(source))
