@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config, PolicyConfig, review_folders
 from ..errors import ConfigError, ExitCode
 from ..judging.policy import Face, Verdict, decide
+from ..ledger.reading import open_ledger
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow
 from ..logs import get_logger
-from ..people.restore import open_ledger
 
 if TYPE_CHECKING:
     from ..judging.gender import GenderHead

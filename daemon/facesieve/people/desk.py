@@ -37,10 +37,11 @@ from ..acting.moves import (
 from ..config import Config
 from ..errors import ActionError, AlreadySettledError, ExitCode, RestoreConflictError, SettleError
 from ..judging.policy import Verdict
+from ..ledger.reading import Fate, fate, open_ledger
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
 from ..logs import get_logger
-from .restore import Fate, add_file_choice, add_folder_argument, fate, open_ledger
+from .restore import add_file_choice, add_folder_argument
 
 __all__ = [
     "Label",
