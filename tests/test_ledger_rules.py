@@ -4,10 +4,27 @@ helpers every command shares, and locks that never follow a planted link."""
 from __future__ import annotations
 
 import ast
+import csv
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
-from .conftest import PROJECT
+import pytest
+
+from facesieve.config import Config, ResolvedFolders
+from facesieve.engines.local import Engine
+from facesieve.evaluation.human_eval import ledger_as_labelled_folder
+from facesieve.intake.inbox import Inbox
+from facesieve.judging.judge import Status
+from facesieve.ledger.shards import ID_SPAN, LedgerUnion, id_base, shard_path
+from facesieve.ledger.store import Ledger
+from facesieve.people.desk import in_review
+from facesieve.people.page import TOKEN_HEADER, create_app
+
+from .conftest import DATA, PROJECT, is_adult, labelled
+from .review_util import review_server
 
 PACKAGE = PROJECT / "daemon" / "facesieve"
 LEDGER_HELPERS = {"Fate", "fate", "open_ledger", "restorable", "purgeable"}
@@ -34,3 +51,70 @@ def test_ledger_helpers_are_imported_from_ledger_not_from_the_restore_command() 
                 if names:
                     wrong.append(f"{module.relative_to(PACKAGE)}: {sorted(names)}")
     assert wrong == []
+
+
+# -- one reader: the page and `learn --ledger` see what a Ray scan recorded ------------
+
+# Enough FairFace adults that a few land in review under `require = man` at 0.97.
+SAMPLE = 12
+SHARD = 3
+
+
+def _scan_into_shard(inbox: Path, analyzer: Any) -> tuple[Config, ResolvedFolders]:
+    """A real `require = man` scan recorded as a Ray shard owner records it: the shard's
+    ledger (`ledger-3.sqlite3`, ids above its id_base) and the applier acting on it.
+
+    The plain ledger exists and is empty, as an earlier `watch` of the folder leaves it.
+    """
+    rows = labelled("fairface")
+    adults = [DATA / "fairface" / r["file"] for r in rows if is_adult("fairface", r)][:SAMPLE]
+    inbox.mkdir(parents=True)
+    for image in adults:
+        shutil.copy2(image, inbox / image.name)
+    config = Config.model_validate({"policy": {"require": "man", "min_gender_confidence": 0.97}})
+    folders = config.resolve_folders(inbox)
+    Ledger(folders.ledger).close()
+    file = shard_path(folders.ledger, SHARD)
+    with Ledger(file, id_base=id_base(folders.ledger, file)) as shard:
+        engine = Engine(config, analyzer, folders=folders, ledger=shard)
+        outcomes = list(engine.process_many(Inbox.of(config, folders).walk()))
+    assert all(o.status is Status.DECIDED for o in outcomes), outcomes
+    return config, folders
+
+
+@pytest.mark.models
+@pytest.mark.data
+def test_the_page_and_learn_ledger_see_files_a_ray_scan_put_in_review(
+    tmp_path: Path, analyzer: Any
+) -> None:
+    config, folders = _scan_into_shard(tmp_path / "inbox", analyzer)
+    with LedgerUnion.open_existing(folders.ledger) as union:
+        waiting = [d.id for d in in_review(union)]
+    assert len(waiting) >= 2, "the sample should put at least two photos in review"
+    assert all(row_id > (SHARD + 1) * ID_SPAN for row_id in waiting)
+
+    # `facesieve review` counts them on start ...
+    with review_server(str(folders.root), "--who", "tester") as server:
+        assert server.process.stderr is not None
+        line = ""
+        while "review page for" not in line:
+            line = server.process.stderr.readline()
+            assert line, "facesieve review ended without its start-up line"
+        assert f"({len(waiting)} files in review" in line
+
+    # ... and the page lists them, shows them and settles them.
+    token = "t" * 40
+    client = create_app(config, folders, token, "tester").test_client()
+    queue = client.get(f"/api/queue?token={token}")
+    assert [item["id"] for item in queue.get_json()["items"]] == waiting
+    assert client.get(f"/image/{waiting[0]}?token={token}").status_code == 200
+    for row_id, label in zip(waiting[:2], ("keep", "reject"), strict=True):
+        decided = client.post(
+            "/api/decide", json={"id": row_id, "label": label}, headers={TOKEN_HEADER: token}
+        )
+        assert decided.status_code == 200, decided.get_json()
+
+    # `learn --ledger` labels the images people settled in the shard.
+    with ledger_as_labelled_folder(config, [folders.root]) as labelled_folder:
+        labels = list(csv.DictReader((labelled_folder / "labels.csv").read_text().splitlines()))
+    assert sorted(row["gender"] for row in labels) == ["female", "male"]

@@ -248,7 +248,7 @@ def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterat
     work = Path(tempfile.mkdtemp(prefix="human-verdicts-", dir=resolved.state))
     log = get_logger()
     try:
-        with Ledger.open_existing(resolved.ledger) as ledger:
+        with LedgerUnion.open_existing(resolved.ledger) as ledger:  # with its shards
             pairs = settled(ledger)
         rows = []
         for pair in pairs:

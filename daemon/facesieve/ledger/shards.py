@@ -10,8 +10,10 @@ second owner finds the lock taken and leaves that shard's files alone: every fil
 is acted on by exactly one owner.
 
 The shards take disjoint id ranges (`id_base`), so that a ledger id names one row
-in the whole set, and `LedgerUnion` lets `stats`, `report`, `restore` and `purge`
-read (and, for restore and purge, write) the plain ledger and all its shards as one.
+in the whole set, and `LedgerUnion` is how every reader sees the plain ledger and all
+its shards as one: `stats`, `report`, `eval --ledger`, `learn --ledger`, the review
+page, and (writing each row to the file that holds its decision) `approve`, `reject`,
+`restore` and `purge`; they open it with `reading.open_ledger`.
 SQLite's locking does not work on network filesystems: the ledger files belong on
 the local disk of the machine that owns them.
 """

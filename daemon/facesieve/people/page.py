@@ -35,7 +35,8 @@ from PIL import Image
 from ..config import Config, ResolvedFolders, review_folders, split_address
 from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
 from ..judging.images import decode_image, read_file
-from ..ledger.store import Ledger, LedgerRow
+from ..ledger.shards import LedgerUnion
+from ..ledger.store import LedgerRow
 from ..logs import get_logger
 from .desk import Label, add_who_argument, default_who, in_review, recover_settlements, settle
 from .desk import undo as undo_verdict
@@ -56,10 +57,11 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     decide_lock = threading.Lock()  # one decision at a time in this process
     log = get_logger()
 
-    def ledger() -> Ledger:
+    def ledger() -> LedgerUnion:
+        # The plain ledger and its shards: files a Ray scan put in review wait here too.
         if "ledger" not in g:
-            g.ledger = Ledger.open_existing(folders.ledger)
-        opened: Ledger = g.ledger
+            g.ledger = LedgerUnion.open_existing(folders.ledger)
+        opened: LedgerUnion = g.ledger
         return opened
 
     @app.teardown_appcontext
@@ -226,7 +228,7 @@ def run_review(args: argparse.Namespace, config: Config) -> int:
     config = config.with_review(address=args.address)
     folders = review_folders(config, args.folder)
     who = args.who or config.review.who or default_who()
-    with Ledger.open_existing(folders.ledger) as ledger:
+    with LedgerUnion.open_existing(folders.ledger) as ledger:
         recover_settlements(ledger)
         waiting = len(in_review(ledger))
     token = secrets.token_urlsafe(32)
