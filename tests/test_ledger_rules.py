@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,11 @@ import pytest
 
 from facesieve.config import Config, ResolvedFolders
 from facesieve.engines.local import Engine
+from facesieve.errors import UnsafeFolderError
 from facesieve.evaluation.human_eval import ledger_as_labelled_folder
 from facesieve.intake.inbox import Inbox
 from facesieve.judging.judge import Status
-from facesieve.ledger.shards import ID_SPAN, LedgerUnion, id_base, shard_path
+from facesieve.ledger.shards import ID_SPAN, LedgerUnion, ShardLock, id_base, shard_path
 from facesieve.ledger.store import Ledger
 from facesieve.people.desk import in_review
 from facesieve.people.page import TOKEN_HEADER, create_app
@@ -118,3 +120,74 @@ def test_the_page_and_learn_ledger_see_files_a_ray_scan_put_in_review(
     with ledger_as_labelled_folder(config, [folders.root]) as labelled_folder:
         labels = list(csv.DictReader((labelled_folder / "labels.csv").read_text().splitlines()))
     assert sorted(row["gender"] for row in labels) == ["female", "male"]
+
+
+# -- locks never opened through a planted link ----------------------------------------
+
+
+def _outside(tmp_path: Path) -> Path:
+    target = tmp_path / "elsewhere" / "precious.txt"
+    target.parent.mkdir()
+    target.write_text("not facesieve's\n")
+    return target
+
+
+def _lock_shard(ledger_file: Path) -> None:
+    ShardLock(ledger_file).acquire()
+
+
+def _lock_plain(ledger_file: Path) -> None:
+    Ledger(ledger_file, exclusive=True).close()
+
+
+LOCKERS = {"shard": _lock_shard, "plain": _lock_plain}
+
+
+def _ledger_file(tmp_path: Path, which: str) -> Path:
+    state = tmp_path / "inbox" / ".facesieve"
+    state.mkdir(parents=True)
+    plain = state / "ledger.sqlite3"
+    return shard_path(plain, 2) if which == "shard" else plain
+
+
+@pytest.mark.parametrize("which", sorted(LOCKERS))
+def test_a_lock_planted_as_a_symlink_is_refused_and_its_target_untouched(
+    tmp_path: Path, which: str
+) -> None:
+    ledger_file = _ledger_file(tmp_path, which)
+    target = _outside(tmp_path)
+    lock = ledger_file.with_name(ledger_file.name + ".lock")
+    lock.symlink_to(target)
+    with pytest.raises(UnsafeFolderError, match="symlink"):
+        LOCKERS[which](ledger_file)
+    assert target.read_text() == "not facesieve's\n"
+
+    # A dangling link: its target is not created either.
+    lock.unlink()
+    missing = target.with_name("created.txt")
+    lock.symlink_to(missing)
+    with pytest.raises(UnsafeFolderError, match="symlink"):
+        LOCKERS[which](ledger_file)
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("which", sorted(LOCKERS))
+def test_a_lock_planted_as_a_hard_link_is_refused_and_its_file_not_truncated(
+    tmp_path: Path, which: str
+) -> None:
+    ledger_file = _ledger_file(tmp_path, which)
+    target = _outside(tmp_path)
+    os.link(target, ledger_file.with_name(ledger_file.name + ".lock"))
+    with pytest.raises(UnsafeFolderError, match="one name"):
+        LOCKERS[which](ledger_file)
+    assert target.read_text() == "not facesieve's\n"
+
+
+def test_a_shard_lock_in_a_symlinked_state_folder_is_refused(tmp_path: Path) -> None:
+    elsewhere = _outside(tmp_path).parent
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / ".facesieve").symlink_to(elsewhere, target_is_directory=True)
+    plain = tmp_path / "inbox" / ".facesieve" / "ledger.sqlite3"
+    with pytest.raises(UnsafeFolderError, match="symlink"):
+        ShardLock(shard_path(plain, 2)).acquire()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import LedgerError
 from ..intake.safefs import Identity
-from .store import Ledger, LedgerRow
+from .store import Ledger, LedgerRow, open_lock
 
 __all__ = [
     "ID_SPAN",
@@ -90,33 +90,48 @@ class ShardLock:
     """An exclusive, non-blocking `flock` on `<ledger file>.lock`, held until `release`.
 
     The kernel drops it when its holder dies, however it dies: a killed owner never
-    leaves a shard locked.
+    leaves a shard locked. The lock file is opened as the plain ledger's is
+    (`store.open_lock`): in the held state folder, never through a planted link.
     """
 
     def __init__(self, ledger_file: Path) -> None:
         self.path = ledger_file.with_name(ledger_file.name + ".lock")
         self._fd: int | None = None
+        self._holder = "?"
 
     def acquire(self) -> bool:
-        """Take the lock; False when another owner holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Take the lock; False when another owner holds it.
+
+        Raises:
+            UnsafeFolderError: the state folder or the lock is a symlink, or the lock
+                is not a regular file of this user with one name.
+            LedgerError: the lock cannot be opened.
+        """
+        from ..acting.moves import open_state_folder  # the one module that creates folders
+
+        try:
+            folder = open_state_folder(self.path.parent)
+        except OSError as error:
+            raise LedgerError(f"cannot open {self.path.parent}: {error}") from error
+        try:
+            fd = open_lock(folder, self.path.name, self.path.parent)
+        finally:
+            os.close(folder)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return True
 
     def holder(self) -> str:
-        """The pid written by whoever holds (or last held) the lock, for messages."""
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
+        """The pid written by whoever held the lock when `acquire` found it taken, for
+        messages (read through the descriptor, never by name)."""
+        return self._holder
 
     def release(self) -> None:
         if self._fd is not None:
