@@ -7,12 +7,14 @@ import ast
 import csv
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from facesieve.config import Config, ResolvedFolders
 from facesieve.engines.local import Engine
@@ -21,12 +23,13 @@ from facesieve.evaluation.human_eval import ledger_as_labelled_folder
 from facesieve.intake.inbox import Inbox
 from facesieve.judging.judge import Status
 from facesieve.ledger.shards import ID_SPAN, LedgerUnion, ShardLock, id_base, shard_path
-from facesieve.ledger.store import Ledger
-from facesieve.people.desk import in_review
+from facesieve.ledger.store import Ledger, policy_fingerprint
+from facesieve.people.desk import Label, in_review, settle
 from facesieve.people.page import TOKEN_HEADER, create_app
 
 from .conftest import DATA, PROJECT, is_adult, labelled
 from .review_util import review_server
+from .test_restore import judged, setup
 
 PACKAGE = PROJECT / "daemon" / "facesieve"
 LEDGER_HELPERS = {"Fate", "fate", "open_ledger", "restorable", "purgeable"}
@@ -191,3 +194,55 @@ def test_a_shard_lock_in_a_symlinked_state_folder_is_refused(tmp_path: Path) -> 
     with pytest.raises(UnsafeFolderError, match="symlink"):
         ShardLock(shard_path(plain, 2)).acquire()
     assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+
+
+# -- learn --ledger labels a verdict by the policy it was settled under ------------------
+
+
+def _decided_under(ledger_path: Path, row_id: int, config: Config) -> None:
+    """Record that a decision was made under `config`'s policy, as the engine records it."""
+    with sqlite3.connect(ledger_path) as db:
+        db.execute(
+            "UPDATE decisions SET policy_fingerprint = ? WHERE id = ?",
+            (policy_fingerprint(config.policy.model_dump()), row_id),
+        )
+
+
+def test_learn_ledger_labels_verdicts_by_the_policy_they_were_decided_under(
+    tmp_path: Path,
+) -> None:
+    folders, ledger = setup(tmp_path)
+    man = Config.model_validate({"policy": {"require": "man"}})
+    stricter = Config.model_validate({"policy": {"require": "man", "min_gender_confidence": 0.97}})
+    settled = {}
+    with ledger:
+        for name, judged_under, settled_with, label in (
+            # judged under man, approved by a person whose config says nothing of gender
+            ("kept.jpg", man, Config(), Label.KEEP),
+            ("rejected.jpg", man, man, Label.REJECT),
+            ("other-policy.jpg", stricter, stricter, Label.KEEP),
+            ("no-face.jpg", stricter, stricter, Label.NO_FACE),
+        ):
+            decision = judged(ledger, folders, name, "review")
+            _decided_under(folders.ledger, decision.id, judged_under)
+            done = settle(ledger, settled_with, decision.id, label, "tester")
+            settled[name] = done.verdict_id
+
+    # The config now says woman: a keep under man is still a man.
+    woman = Config.model_validate({"policy": {"require": "woman"}})
+    with (
+        structlog.testing.capture_logs() as logs,
+        ledger_as_labelled_folder(woman, [folders.root]) as labelled_folder,
+    ):
+        labels = list(csv.DictReader((labelled_folder / "labels.csv").read_text().splitlines()))
+    by_id = {int(row["file"].split(".")[0]): (row["gender"], row["label"]) for row in labels}
+    assert by_id == {
+        settled["kept.jpg"]: ("male", ""),
+        settled["rejected.jpg"]: ("female", ""),
+        settled["no-face.jpg"]: ("", "no_face"),  # no human face, under any policy
+    }
+    # Decided under thresholds this config does not have: left out, and counted.
+    left_out = [e for e in logs if e["event"] == "learn_left_out"]
+    assert [e["id"] for e in left_out] == [settled["other-policy.jpg"]]
+    summary = [e for e in logs if e["event"] == "learn_policy_unknown"]
+    assert len(summary) == 1 and summary[0]["unknown_policy"] == 1
