@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import csv
+import fnmatch
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +248,38 @@ def test_learn_ledger_labels_verdicts_by_the_policy_they_were_decided_under(
     assert [e["id"] for e in left_out] == [settled["other-policy.jpg"]]
     summary = [e for e in logs if e["event"] == "learn_policy_unknown"]
     assert len(summary) == 1 and summary[0]["unknown_policy"] == 1
+
+
+# -- the review page's HTML, CSS and JS are package data --------------------------------
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def test_the_review_page_is_served_from_its_package_data_files(tmp_path: Path) -> None:
+    static = PACKAGE / "people" / "static"
+    html, css, js = (static / f"review.{kind}" for kind in ("html", "css", "js"))
+    # No page text left in the module: it is in the files, which the wheel ships.
+    source = (PACKAGE / "people" / "page.py").read_text(encoding="utf-8")
+    assert "<!DOCTYPE" not in source and "addEventListener" not in source
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = project["tool"]["setuptools"]["package-data"]["facesieve.people"]
+    for file in (html, css, js):
+        assert any(fnmatch.fnmatch(f"static/{file.name}", pattern) for pattern in shipped)
+
+    folders, ledger = setup(tmp_path)
+    ledger.close()
+    token = "t" * 40
+    client = create_app(Config(), folders, token, "tester").test_client()
+    page = client.get(f"/?token={token}")
+    assert page.headers["Content-Security-Policy"] == CSP
+    expected = html.read_text().replace("{{STYLE}}", css.read_text())
+    assert page.get_data(as_text=True) == expected.replace("{{TOKEN}}", token)
+    assert f'<meta name="facesieve-token" content="{token}">' in page.get_data(as_text=True)
+    script = client.get("/app.js")
+    assert script.headers["Content-Security-Policy"] == CSP
+    assert script.mimetype == "text/javascript"
+    assert script.get_data(as_text=True) == js.read_text()
