@@ -283,3 +283,40 @@ def test_the_review_page_is_served_from_its_package_data_files(tmp_path: Path) -
     assert script.headers["Content-Security-Policy"] == CSP
     assert script.mimetype == "text/javascript"
     assert script.get_data(as_text=True) == js.read_text()
+
+
+# -- ledger ids beyond SQLite's integers are "no such id", never a 500 ------------------
+
+
+def test_review_ids_beyond_sqlite_integers_are_not_found_or_refused(tmp_path: Path) -> None:
+    folders, ledger = setup(tmp_path)
+    with ledger:
+        decision = judged(ledger, folders, "waiting.jpg", "review")
+    token = "t" * 40
+    client = create_app(Config(), folders, token, "tester").test_client()
+    for huge in (2**63, 2**64, 10**30):
+        assert client.get(f"/image/{huge}?token={token}").status_code == 404
+    assert client.get(f"/image/{2**63 - 1}?token={token}").status_code == 404
+
+    def post(path: str, body: dict[str, Any] | str) -> int:
+        if isinstance(body, str):  # JSON as Python's parser reads it: Infinity is a number
+            sent = client.post(
+                path, data=body, content_type="application/json", headers={TOKEN_HEADER: token}
+            )
+        else:
+            sent = client.post(path, json=body, headers={TOKEN_HEADER: token})
+        assert sent.is_json and "error" in sent.get_json()
+        return sent.status_code
+
+    for bad in (2**63, 2**64, -(2**70), 0):
+        assert post("/api/decide", {"id": bad, "label": "keep"}) == 400
+        assert post("/api/undo", {"verdict_id": bad}) == 400
+    assert post("/api/decide", '{"id": Infinity, "label": "keep"}') == 400
+    # An id in range that no ledger file holds: nothing to settle (409), as any unknown id.
+    assert post("/api/decide", {"id": 50 * ID_SPAN + 1, "label": "keep"}) == 409
+    assert post("/api/undo", {"verdict_id": 50 * ID_SPAN + 1}) == 409
+    # The file in review is untouched by all of it.
+    assert decision.destination is not None and Path(decision.destination).is_file()
+    with Ledger(folders.ledger) as ledger:
+        assert ledger.get(2**64) is None
+        assert [row.id for row in ledger.rows()] == [decision.id]

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError
+from ..errors import AlreadySettledError, LedgerError
 from ..intake.safefs import Identity
 from .store import Ledger, LedgerRow, open_lock
 
@@ -208,10 +208,19 @@ class LedgerUnion:
         return max(found, key=lambda row: (row.decided_at, row.id), default=None)
 
     def begin_human(self, decision_id: int, **details: Any) -> tuple[LedgerRow, int]:
-        return self._holding(decision_id).begin_human(decision_id, **details)
+        return self._settling(decision_id).begin_human(decision_id, **details)
 
     def begin_undo(self, verdict_id: int, **details: Any) -> tuple[LedgerRow, int]:
-        return self._holding(verdict_id).begin_undo(verdict_id, **details)
+        return self._settling(verdict_id).begin_undo(verdict_id, **details)
+
+    def _settling(self, row_id: int) -> Ledger:
+        """The file holding a row a person settles or undoes; as `Ledger.begin_human`
+        says of an id no row has: AlreadySettledError (nothing to settle), not a
+        ledger failure."""
+        try:
+            return self._holding(row_id)
+        except LedgerError:
+            raise AlreadySettledError(f"no ledger id {row_id}") from None
 
     def restore_of(self, decision_id: int) -> LedgerRow | None:
         return self._holding(decision_id).restore_of(decision_id)

@@ -43,6 +43,7 @@ from ..paths import from_sql as path_from_sql
 from ..paths import readable, to_sql
 
 __all__ = [
+    "MAX_ROW_ID",
     "RESTORE",
     "UNDO",
     "Ledger",
@@ -99,6 +100,7 @@ _ADDED_COLUMNS = {
 _ADDED_INDEXES = [
     "CREATE INDEX IF NOT EXISTS decisions_ref ON decisions (ref) WHERE ref IS NOT NULL",
 ]
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER: no row id is above it
 RESTORE = "restore"  # the action of a restore row
 UNDO = "undo"  # the action of a row that takes a human verdict back
 _NOT_DECISIONS = (RESTORE, UNDO)
@@ -404,6 +406,8 @@ class Ledger:
         return LedgerRow.from_sql(row) if row else None
 
     def get(self, row_id: int) -> LedgerRow | None:
+        if not -MAX_ROW_ID - 1 <= row_id <= MAX_ROW_ID:
+            return None  # no row has it, and SQLite could not even compare it
         row = self._db.execute("SELECT * FROM decisions WHERE id = ?", (row_id,)).fetchone()
         return LedgerRow.from_sql(row) if row else None
 

@@ -37,7 +37,7 @@ from ..config import Config, ResolvedFolders, review_folders, split_address
 from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
 from ..judging.images import decode_image, read_file
 from ..ledger.shards import LedgerUnion
-from ..ledger.store import LedgerRow
+from ..ledger.store import MAX_ROW_ID, LedgerRow
 from ..logs import get_logger
 from .desk import Label, add_who_argument, default_who, in_review, recover_settlements, settle
 from .desk import undo as undo_verdict
@@ -129,7 +129,8 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         items = [_item(d) for d in in_review(ledger())]
         return jsonify({"who": who, "ledger": str(folders.ledger), "items": items})
 
-    @app.get("/image/<int:decision_id>")
+    # Beyond SQLite's integers no row can be: not found, like any id of no row.
+    @app.get(f"/image/<int(min=1, max={MAX_ROW_ID}):decision_id>")
     def image(decision_id: int) -> Response:
         row = ledger().get(decision_id)
         if row is None or row.destination is None or row.action != "review":
@@ -158,7 +159,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     def decide() -> Response:
         body = request.get_json(silent=True) or {}
         try:
-            decision_id = int(body["id"])
+            decision_id = _row_id(body["id"])
             label = Label(str(body["label"]))
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {id: N, label: keep|reject|no_face}")
@@ -175,7 +176,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     def undo() -> Response:
         body = request.get_json(silent=True) or {}
         try:
-            verdict_id = int(body["verdict_id"])
+            verdict_id = _row_id(body["verdict_id"])
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {verdict_id: N}")
         with decide_lock:
@@ -188,6 +189,22 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         return jsonify({**done.as_dict(), "item": _item(done.decision)})
 
     return app
+
+
+def _row_id(value: Any) -> int:
+    """A ledger id sent by the page: what `int` makes of it, if SQLite can hold it.
+
+    Raises:
+        ValueError: not a number, or beyond any row id (a 400, not a 500 from the
+            database); TypeError: not a number at all.
+    """
+    try:
+        row_id = int(value)
+    except OverflowError as error:  # JSON's Infinity
+        raise ValueError(f"not a ledger id: {value!r}") from error
+    if not 1 <= row_id <= MAX_ROW_ID:
+        raise ValueError(f"no ledger id can be {row_id}")
+    return row_id
 
 
 def _error(status: int, message: str) -> Response:
