@@ -90,7 +90,11 @@ def test_approve_reject_round_trip_and_eval_ledger_counts(tmp_path: Path, analyz
 
     # The same verdicts teach the deployment its own gender head, active only on --activate.
     config = tmp_path / "facesieve.toml"
-    config.write_text('[models]\ngender_head = "own-head.json"\n')
+    # The policy the files were decided under (scan_for_review's; --require man): the
+    # ledger keeps its fingerprint, and learn labels each verdict by it.
+    config.write_text(
+        '[models]\ngender_head = "own-head.json"\n[policy]\nmin_gender_confidence = 0.97\n'
+    )
     args = ("learn", "--ledger", str(folders.root), "--require", "man", "--folds", "2")
     learnt = run_cli(*args, "--config", str(config), "--json", timeout=1200)
     assert learnt.code == 0, learnt.stderr[-3000:]

@@ -20,9 +20,9 @@ from facesieve.config import Config, FoldersConfig
 from facesieve.engines.local import Engine
 from facesieve.errors import AlreadySettledError
 from facesieve.judging.judge import Status
+from facesieve.ledger.reading import Fate, fate
 from facesieve.ledger.store import Ledger, LedgerRow
 from facesieve.people.desk import Label, in_review, settle, undo
-from facesieve.people.restore import Fate, fate
 from facesieve.testing import NoModels
 
 from .test_restore import MTIME_NS, cli, judged, setup

@@ -23,15 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
-from ..config import Config, PolicyConfig, review_folders
+from ..config import Config, PolicyConfig, Require, review_folders
 from ..errors import ConfigError, ExitCode
 from ..judging.policy import Face, Verdict, decide
+from ..ledger.reading import open_ledger
 from ..ledger.shards import LedgerUnion
-from ..ledger.store import Ledger, LedgerRow
+from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
 from ..logs import get_logger
-from ..people.restore import open_ledger
 
 if TYPE_CHECKING:
     from ..judging.gender import GenderHead
@@ -45,6 +45,7 @@ __all__ = [
     "render",
     "run_ledger_eval",
     "settled",
+    "settled_under",
 ]
 
 LABELS = ("keep", "reject", "no_face")
@@ -224,72 +225,135 @@ def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
 # -- learning from human verdicts (`facesieve learn --ledger`) -------------------------
 
 
+def settled_under(fingerprint: str | None, policy: PolicyConfig) -> Require | None:
+    """The `require` of the policy a row was decided or settled under; None when unknown.
+
+    The ledger keeps only a policy's fingerprint: the row's policy is known when it is
+    `policy` (today's) with one of the three `require`s, the one setting a person's
+    keep depends on. A row decided under other thresholds, or before fingerprints
+    were recorded, is unknown.
+    """
+    if fingerprint is None:
+        return None
+    for require in get_args(Require):
+        candidate = policy.model_copy(update={"require": require})
+        if policy_fingerprint(candidate.model_dump()) == fingerprint:
+            return cast(Require, require)
+    return None
+
+
 @contextmanager
 def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterator[Path]:
     """The images people settled as a labelled folder (`labels.csv`) for `facesieve learn`.
 
-    A keep under `require = man` labels a man, a reject a woman (the other way
-    round under `woman`); "no human face" labels `no_face`. Files are hard-linked
-    (copied across filesystems) from where the verdicts put them into a folder
-    beside the ledger, removed afterwards; deleted or changed files are left out.
+    Each verdict is labelled under the policy its file was decided under (else the
+    one the person settled it under; see `settled_under`), never by today's
+    `require`: a keep under `require = man` labels a man, a reject a woman (the other
+    way round under `woman`); "no human face" labels `no_face` under any policy. A
+    keep or reject under `require = face`, or under a policy this config does not
+    describe (other thresholds), says nothing known about gender: it is left out,
+    and counted. Files are hard-linked (copied across filesystems) from
+    where the verdicts put them into a folder beside the ledger, removed afterwards;
+    deleted or changed files are left out.
 
     Raises:
-        ConfigError: the policy names no gender, or more than one folder is given.
+        ConfigError: more than one folder is given, or no settled image is left.
     """
-    require = config.policy.require
-    if require == "face":
-        raise ConfigError(
-            "--require", "a keep under require = face says nothing about gender: man or woman"
-        )
     if len(folders) > 1:
         raise ConfigError("DIR", "--ledger takes one folder: the one that was scanned")
     resolved = review_folders(config, folders[0] if folders else None)
     resolved.state.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="human-verdicts-", dir=resolved.state))
     log = get_logger()
+    left_out: Counter[str] = Counter()
     try:
-        with Ledger.open_existing(resolved.ledger) as ledger:
+        with LedgerUnion.open_existing(resolved.ledger) as ledger:  # with its shards
             pairs = settled(ledger)
         rows = []
         for pair in pairs:
-            human = pair.human
-            if human.destination is None:
+            if pair.human.destination is None:
                 continue  # deleted
-            source = Path(human.destination)
-            try:
-                info = os.lstat(source)
-            except OSError:
+            gender, why = _gender(pair, config.policy)
+            if why is not None:
+                left_out[why] += 1
+                log.info("learn_left_out", id=pair.human.id, reason=_LEFT_OUT[why])
                 continue
-            if (info.st_size, info.st_mtime_ns) != (human.size, human.mtime_ns):
-                log.info("learn_left_out", id=human.id, reason="changed since it was settled")
-                continue
-            name = f"{human.id}{source.suffix}"
-            try:
-                os.link(source, work / name, follow_symlinks=False)
-            except OSError:
-                shutil.copy2(source, work / name, follow_symlinks=False)
-            if human.label == "no_face":
-                rows.append({"file": name, "gender": "", "label": "no_face"})
-            else:
-                man = (human.label == "keep") == (require == "man")
-                rows.append({"file": name, "gender": "male" if man else "female", "label": ""})
+            name = _link_unchanged(pair.human, work)
+            if name is not None:
+                label = "no_face" if pair.human.label == "no_face" else ""
+                rows.append({"file": name, "gender": gender, "label": label})
+        if left_out:
+            # A verdict whose policy is unknown is never labelled by today's require.
+            log.warning("learn_policy_unknown", **left_out)
         if not rows:
             raise ConfigError(
-                "--ledger", f"{resolved.ledger} holds no settled image that is still there"
+                "--ledger",
+                f"{resolved.ledger} holds no settled image that is still there"
+                + _left_out_text(left_out),
             )
         with (work / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["file", "gender", "label"])
             writer.writeheader()
             writer.writerows(rows)
         print(
-            f"facesieve: {len(rows)} images settled by people, labelled under require = "
-            f"{require} ({sum(r['gender'] == 'male' for r in rows)} men, "
-            f"{sum(r['gender'] == 'female' for r in rows)} women)",
+            f"facesieve: {len(rows)} images settled by people, each labelled under the policy "
+            f"it was decided under ({sum(r['gender'] == 'male' for r in rows)} men, "
+            f"{sum(r['gender'] == 'female' for r in rows)} women){_left_out_text(left_out)}",
             file=sys.stderr,
         )
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+_LEFT_OUT = {
+    "unknown_policy": "decided under a policy this config does not describe",
+    "require_face": "decided under require = face",
+}
+
+
+def _left_out_text(left_out: Counter[str]) -> str:
+    return "".join(f"; {n} left out: {_LEFT_OUT[why]}" for why, n in sorted(left_out.items()))
+
+
+def _gender(pair: Settled, policy: PolicyConfig) -> tuple[str, str | None]:
+    """(male or female, None) for a keep or reject, ("", None) for no human face;
+    ("", why) when the verdict says nothing about gender (see `settled_under`)."""
+    human = pair.human
+    if human.label == "no_face":
+        return "", None
+    # The decision's policy first: the question a file in review puts to a person is
+    # the one its policy asked (a keep under man: "it shows a man"), whatever config
+    # the person's `approve` ran with. Then the person's own.
+    require = settled_under(pair.decision.policy_fingerprint, policy) or settled_under(
+        human.policy_fingerprint, policy
+    )
+    if require is None:
+        return "", "unknown_policy"
+    if require == "face":
+        return "", "require_face"
+    man = (human.label == "keep") == (require == "man")
+    return "male" if man else "female", None
+
+
+def _link_unchanged(human: LedgerRow, work: Path) -> str | None:
+    """The settled file linked (or copied) into `work`: its name there; None when it
+    is gone or changed since it was settled."""
+    assert human.destination is not None
+    source = Path(human.destination)
+    try:
+        info = os.lstat(source)
+    except OSError:
+        return None
+    if (info.st_size, info.st_mtime_ns) != (human.size, human.mtime_ns):
+        get_logger().info("learn_left_out", id=human.id, reason="changed since it was settled")
+        return None
+    name = f"{human.id}{source.suffix}"
+    try:
+        os.link(source, work / name, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, work / name, follow_symlinks=False)
+    return name
 
 
 def activate_head(head: GenderHead, config: Config) -> Path:

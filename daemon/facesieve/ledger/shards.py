@@ -10,8 +10,10 @@ second owner finds the lock taken and leaves that shard's files alone: every fil
 is acted on by exactly one owner.
 
 The shards take disjoint id ranges (`id_base`), so that a ledger id names one row
-in the whole set, and `LedgerUnion` lets `stats`, `report`, `restore` and `purge`
-read (and, for restore and purge, write) the plain ledger and all its shards as one.
+in the whole set, and `LedgerUnion` is how every reader sees the plain ledger and all
+its shards as one: `stats`, `report`, `eval --ledger`, `learn --ledger`, the review
+page, and (writing each row to the file that holds its decision) `approve`, `reject`,
+`restore` and `purge`; they open it with `reading.open_ledger`.
 SQLite's locking does not work on network filesystems: the ledger files belong on
 the local disk of the machine that owns them.
 """
@@ -26,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import LedgerError
+from ..errors import AlreadySettledError, LedgerError
 from ..intake.safefs import Identity
-from .store import Ledger, LedgerRow
+from .store import Ledger, LedgerRow, open_lock
 
 __all__ = [
     "ID_SPAN",
@@ -88,33 +90,48 @@ class ShardLock:
     """An exclusive, non-blocking `flock` on `<ledger file>.lock`, held until `release`.
 
     The kernel drops it when its holder dies, however it dies: a killed owner never
-    leaves a shard locked.
+    leaves a shard locked. The lock file is opened as the plain ledger's is
+    (`store.open_lock`): in the held state folder, never through a planted link.
     """
 
     def __init__(self, ledger_file: Path) -> None:
         self.path = ledger_file.with_name(ledger_file.name + ".lock")
         self._fd: int | None = None
+        self._holder = "?"
 
     def acquire(self) -> bool:
-        """Take the lock; False when another owner holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Take the lock; False when another owner holds it.
+
+        Raises:
+            UnsafeFolderError: the state folder or the lock is a symlink, or the lock
+                is not a regular file of this user with one name.
+            LedgerError: the lock cannot be opened.
+        """
+        from ..acting.moves import open_state_folder  # the one module that creates folders
+
+        try:
+            folder = open_state_folder(self.path.parent)
+        except OSError as error:
+            raise LedgerError(f"cannot open {self.path.parent}: {error}") from error
+        try:
+            fd = open_lock(folder, self.path.name, self.path.parent)
+        finally:
+            os.close(folder)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return True
 
     def holder(self) -> str:
-        """The pid written by whoever holds (or last held) the lock, for messages."""
-        try:
-            return self.path.read_text().strip() or "?"
-        except OSError:
-            return "?"
+        """The pid written by whoever held the lock when `acquire` found it taken, for
+        messages (read through the descriptor, never by name)."""
+        return self._holder
 
     def release(self) -> None:
         if self._fd is not None:
@@ -191,10 +208,19 @@ class LedgerUnion:
         return max(found, key=lambda row: (row.decided_at, row.id), default=None)
 
     def begin_human(self, decision_id: int, **details: Any) -> tuple[LedgerRow, int]:
-        return self._holding(decision_id).begin_human(decision_id, **details)
+        return self._settling(decision_id).begin_human(decision_id, **details)
 
     def begin_undo(self, verdict_id: int, **details: Any) -> tuple[LedgerRow, int]:
-        return self._holding(verdict_id).begin_undo(verdict_id, **details)
+        return self._settling(verdict_id).begin_undo(verdict_id, **details)
+
+    def _settling(self, row_id: int) -> Ledger:
+        """The file holding a row a person settles or undoes; as `Ledger.begin_human`
+        says of an id no row has: AlreadySettledError (nothing to settle), not a
+        ledger failure."""
+        try:
+            return self._holding(row_id)
+        except LedgerError:
+            raise AlreadySettledError(f"no ledger id {row_id}") from None
 
     def restore_of(self, decision_id: int) -> LedgerRow | None:
         return self._holding(decision_id).restore_of(decision_id)

@@ -23,6 +23,7 @@ can tell which files were decided under another one.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -42,11 +43,13 @@ from ..paths import from_sql as path_from_sql
 from ..paths import readable, to_sql
 
 __all__ = [
+    "MAX_ROW_ID",
     "RESTORE",
     "UNDO",
     "Ledger",
     "LedgerRow",
     "models_fingerprint",
+    "open_lock",
     "policy_fingerprint",
 ]
 
@@ -98,6 +101,7 @@ _ADDED_COLUMNS = {
 _ADDED_INDEXES = [
     "CREATE INDEX IF NOT EXISTS decisions_ref ON decisions (ref) WHERE ref IS NOT NULL",
 ]
+MAX_ROW_ID = 2**63 - 1  # SQLite's largest INTEGER: no row id is above it
 RESTORE = "restore"  # the action of a restore row
 UNDO = "undo"  # the action of a row that takes a human verdict back
 _NOT_DECISIONS = (RESTORE, UNDO)
@@ -211,6 +215,35 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def open_lock(folder: int, name: str, where: Path) -> int:
+    """A lock file `name` in the held folder `folder` (`where`), created 0600 if missing,
+    for `flock`ing and writing the holder's pid into.
+
+    Opened relative to the folder's descriptor, never through a symlink, and refused
+    unless it is a regular file of this user with one name: a planted symlink or hard
+    link would otherwise have its target created, locked and truncated.
+
+    Raises:
+        UnsafeFolderError: the lock is a symlink, or not such a file.
+        LedgerError: it cannot be opened.
+    """
+    shown = where / name
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=folder)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeFolderError(f"{shown} is a symlink: refusing to lock through it") from None
+        raise LedgerError(f"cannot open the lock {shown}: {error}") from error
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid not in (os.geteuid(), 0):
+        os.close(fd)
+        raise UnsafeFolderError(
+            f"{shown} is not a regular file of this user with one name: refusing to lock it"
+        )
+    return fd
+
+
 class Ledger:
     """One SQLite connection; like the analyzer, owned by one thread.
 
@@ -308,8 +341,6 @@ class Ledger:
         """
         from ..acting.moves import open_state_folder  # the one module that creates folders
 
-        lock = self.path.name + ".lock"
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             folder = open_state_folder(self.path.parent)
         except OSError as error:
@@ -325,9 +356,7 @@ class Ledger:
                     f"{self.path} is not a regular file of this user: refusing to write to it"
                 )
         try:
-            fd = os.open(lock, flags, 0o600, dir_fd=folder)
-        except OSError as error:
-            raise LedgerError(f"cannot open the lock {self.path}.lock: {error}") from error
+            fd = open_lock(folder, self.path.name + ".lock", self.path.parent)
         finally:
             os.close(folder)
         try:
@@ -378,6 +407,8 @@ class Ledger:
         return LedgerRow.from_sql(row) if row else None
 
     def get(self, row_id: int) -> LedgerRow | None:
+        if not -MAX_ROW_ID - 1 <= row_id <= MAX_ROW_ID:
+            return None  # no row has it, and SQLite could not even compare it
         row = self._db.execute("SELECT * FROM decisions WHERE id = ?", (row_id,)).fetchone()
         return LedgerRow.from_sql(row) if row else None
 

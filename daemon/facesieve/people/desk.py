@@ -50,10 +50,11 @@ from ..errors import (
 )
 from ..intake.safefs import Identity
 from ..judging.policy import Verdict
+from ..ledger.reading import Fate, fate, open_ledger
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
 from ..logs import get_logger
-from .restore import Fate, add_file_choice, add_folder_argument, fate, open_ledger
+from .restore import add_file_choice, add_folder_argument
 
 __all__ = [
     "Label",

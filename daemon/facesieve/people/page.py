@@ -25,6 +25,7 @@ import secrets
 import signal
 import sys
 import threading
+from importlib import resources
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -35,7 +36,8 @@ from PIL import Image
 from ..config import Config, ResolvedFolders, review_folders, split_address
 from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
 from ..judging.images import decode_image, read_file
-from ..ledger.store import Ledger, LedgerRow
+from ..ledger.shards import LedgerUnion
+from ..ledger.store import MAX_ROW_ID, LedgerRow
 from ..logs import get_logger
 from .desk import (
     Label,
@@ -56,6 +58,17 @@ _IMAGE_SIDE = 1600  # longest side sent to the browser
 _TICK = 0.25
 
 
+def _static(name: str) -> str:
+    """One of the page's files (package data in `people/static/`)."""
+    return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
+
+
+# The page's own style is inline (the CSP allows no style sheet from anywhere);
+# `{{TOKEN}}` is filled per response.
+_PAGE = _static("review.html").replace("{{STYLE}}", _static("review.css"))
+_JS = _static("review.js")
+
+
 def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -> Flask:
     """The review page's WSGI app for one ledger; `token` guards every request."""
     app = Flask("facesieve.people.page")
@@ -63,10 +76,11 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     decide_lock = threading.Lock()  # one decision at a time in this process
     log = get_logger()
 
-    def ledger() -> Ledger:
+    def ledger() -> LedgerUnion:
+        # The plain ledger and its shards: files a Ray scan put in review wait here too.
         if "ledger" not in g:
-            g.ledger = Ledger.open_existing(folders.ledger)
-        opened: Ledger = g.ledger
+            g.ledger = LedgerUnion.open_existing(folders.ledger)
+        opened: LedgerUnion = g.ledger
         return opened
 
     @app.teardown_appcontext
@@ -122,7 +136,8 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         items = [_item(d) for d in in_review(ledger())]
         return jsonify({"who": who, "ledger": str(folders.ledger), "items": items})
 
-    @app.get("/image/<int:decision_id>")
+    # Beyond SQLite's integers no row can be: not found, like any id of no row.
+    @app.get(f"/image/<int(min=1, max={MAX_ROW_ID}):decision_id>")
     def image(decision_id: int) -> Response:
         row = ledger().get(decision_id)
         if row is None or row.destination is None or row.action != "review":
@@ -151,7 +166,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     def decide() -> Response:
         body = request.get_json(silent=True) or {}
         try:
-            decision_id = int(body["id"])
+            decision_id = _row_id(body["id"])
             label = Label(str(body["label"]))
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {id: N, label: keep|reject|no_face}")
@@ -168,7 +183,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     def undo() -> Response:
         body = request.get_json(silent=True) or {}
         try:
-            verdict_id = int(body["verdict_id"])
+            verdict_id = _row_id(body["verdict_id"])
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {verdict_id: N}")
         with decide_lock:
@@ -181,6 +196,22 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         return jsonify({**done.as_dict(), "item": _item(done.decision)})
 
     return app
+
+
+def _row_id(value: Any) -> int:
+    """A ledger id sent by the page: what `int` makes of it, if SQLite can hold it.
+
+    Raises:
+        ValueError: not a number, or beyond any row id (a 400, not a 500 from the
+            database); TypeError: not a number at all.
+    """
+    try:
+        row_id = int(value)
+    except OverflowError as error:  # JSON's Infinity
+        raise ValueError(f"not a ledger id: {value!r}") from error
+    if not 1 <= row_id <= MAX_ROW_ID:
+        raise ValueError(f"no ledger id can be {row_id}")
+    return row_id
 
 
 def _error(status: int, message: str) -> Response:
@@ -233,7 +264,7 @@ def run_review(args: argparse.Namespace, config: Config) -> int:
     config = config.with_review(address=args.address)
     folders = review_folders(config, args.folder)
     who = args.who or config.review.who or default_who()
-    with Ledger.open_existing(folders.ledger) as ledger:
+    with LedgerUnion.open_existing(folders.ledger) as ledger:
         recover_pending_moves(ledger, folders, config.actions.mode)
         waiting = len(in_review(ledger))
     token = secrets.token_urlsafe(32)
@@ -269,298 +300,3 @@ def run_review(args: argparse.Namespace, config: Config) -> int:
             signal.signal(sig, handler)
     get_logger().info("review_stopped")
     return ExitCode.OK
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="facesieve-token" content="{{TOKEN}}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>facesieve review</title>
-<style>
-:root { --man: #2e86de; --woman: #c2185b; --unknown: #f1c40f; --keep: #1e8449;
-  --reject: #c0392b; --noface: #7f8c8d; }
-* { box-sizing: border-box; }
-html, body { height: 100%; margin: 0; }
-body { font: 14px/1.4 system-ui, sans-serif; background: #1d1f23; color: #e8e8e8;
-  display: flex; flex-direction: column; }
-header { display: flex; gap: 18px; align-items: baseline; padding: 8px 16px;
-  background: #2a2d33; border-bottom: 1px solid #3a3d44; }
-header h1 { font-size: 16px; margin: 0; }
-header .who, header .count { color: #aab; }
-#layout { flex: 1; display: flex; min-height: 0; }
-#stage { flex: 1; display: flex; align-items: center; justify-content: center; padding: 12px;
-  min-width: 0; }
-#frame { position: relative; line-height: 0; }
-#photo { display: block; }
-.box { position: absolute; border: 3px solid var(--unknown); }
-.box.man { border-color: var(--man); } .box.woman { border-color: var(--woman); }
-.box span { position: absolute; left: -3px; bottom: 100%; background: rgba(0,0,0,.75);
-  color: #fff; font-size: 13px; line-height: 1.3; padding: 1px 4px; white-space: nowrap; }
-aside { width: 360px; padding: 14px 16px; background: #25282d; border-left: 1px solid #3a3d44;
-  overflow-y: auto; }
-aside h2 { font-size: 15px; margin: 0 0 6px; word-break: break-all; }
-.reason { font-size: 15px; font-weight: 600; color: #f5b041; margin: 0 0 10px; }
-ol.faces { padding-left: 20px; margin: 0 0 12px; }
-.path { font-family: ui-monospace, monospace; font-size: 11px; color: #99a; word-break: break-all; }
-.keys { display: grid; grid-template-columns: 1fr 1fr; gap: 6px; margin: 14px 0; }
-.keys button { font: inherit; padding: 8px; border-radius: 5px; border: 0; cursor: pointer;
-  color: #fff; }
-.keys kbd { font-weight: 700; background: rgba(255,255,255,.2); padding: 0 5px;
-  border-radius: 3px; margin-right: 4px; }
-button.keep { background: var(--keep); } button.reject { background: var(--reject); }
-button.no_face { background: var(--noface); } button.undo { background: #555a64; }
-#message { min-height: 40px; font-size: 13px; color: #ccd; }
-#message.error { color: #ff8a80; }
-#empty { font-size: 18px; color: #aab; }
-</style>
-</head>
-<body data-state="loading">
-<header><h1>facesieve review</h1>
-<span class="count"><output id="left">0</output> waiting · <output id="done">0</output>
-decided here</span><span class="who">deciding as <b id="who"></b></span></header>
-<div id="layout">
-<main id="stage"><div id="frame" hidden><img id="photo" alt=""></div>
-<p id="empty" hidden>Nothing waits in review.</p></main>
-<aside>
-<h2 id="name"></h2>
-<p class="reason" id="reason"></p>
-<ol class="faces" id="faces"></ol>
-<p class="path" id="path"></p>
-<div class="keys">
-<button class="keep" data-label="keep"><kbd>k</kbd>keep</button>
-<button class="reject" data-label="reject"><kbd>r</kbd>reject</button>
-<button class="no_face" data-label="no_face"><kbd>n</kbd>no human face</button>
-<button class="undo" id="undo"><kbd>u</kbd>undo</button>
-</div>
-<p id="message" role="status"></p>
-</aside>
-</div>
-<script src="app.js"></script>
-</body>
-</html>
-"""
-
-_JS = r"""
-(function () {
-  'use strict';
-  var token = document.querySelector('meta[name=facesieve-token]').content;
-  var body = document.body;
-  var queue = [];        // items waiting, the shown one first
-  var undoable = [];     // {item, verdict_id} of this page's decisions, latest last
-  var pictures = {};     // id -> Promise of {url, width, height}
-  var busy = false;
-  var decided = 0;
-  var $ = function (id) { return document.getElementById(id); };
-
-  function api(method, path, data) {
-    var options = {method: method, headers: {}, credentials: 'same-origin'};
-    options.headers['X-Facesieve-Token'] = token;
-    if (data !== undefined) {
-      options.headers['Content-Type'] = 'application/json';
-      options.body = JSON.stringify(data);
-    }
-    return fetch(path, options).then(function (response) {
-      return response.json().catch(function () { return {}; }).then(function (json) {
-        return {status: response.status, ok: response.ok, json: json};
-      });
-    });
-  }
-
-  function picture(item) {
-    if (!pictures[item.id]) {
-      pictures[item.id] = fetch('image/' + item.id, {credentials: 'same-origin'})
-        .then(function (response) {
-          if (!response.ok) { throw new Error('image ' + response.status); }
-          var width = Number(response.headers.get('X-Image-Width'));
-          var height = Number(response.headers.get('X-Image-Height'));
-          return response.blob().then(function (blob) {
-            var url = URL.createObjectURL(blob);
-            var img = new Image();
-            img.src = url;
-            return img.decode().then(function () {
-              return {url: url, width: width, height: height};
-            });
-          });
-        });
-      pictures[item.id].catch(function () { delete pictures[item.id]; });
-    }
-    return pictures[item.id];
-  }
-
-  function forget(item) {
-    var pending = pictures[item.id];
-    delete pictures[item.id];
-    if (pending) { pending.then(function (p) { URL.revokeObjectURL(p.url); }, function () {}); }
-  }
-
-  function say(text, error) {
-    $('message').textContent = text;
-    $('message').className = error ? 'error' : '';
-  }
-
-  function faceText(face) {
-    var gender = face.gender ? face.gender + ' ' + Math.round(100 * face.gender_confidence) + '%'
-      : 'gender unknown';
-    return gender + ' · face ' + face.confidence.toFixed(2) + ' · ' + face.box[2] + 'x' +
-      face.box[3] + ' px';
-  }
-
-  function render(item, pic) {
-    var frame = $('frame');
-    Array.prototype.slice.call(frame.querySelectorAll('.box')).forEach(function (b) {
-      b.remove();
-    });
-    $('photo').src = pic.url;
-    fit(pic);
-    item.faces.forEach(function (face, i) {
-      var box = document.createElement('div');
-      box.className = 'box ' + (face.gender || 'unknown');
-      box.style.left = (100 * face.box[0] / pic.width) + '%';
-      box.style.top = (100 * face.box[1] / pic.height) + '%';
-      box.style.width = (100 * face.box[2] / pic.width) + '%';
-      box.style.height = (100 * face.box[3] / pic.height) + '%';
-      var label = document.createElement('span');
-      label.textContent = (i + 1) + (face.gender ? ': ' + face.gender + ' ' +
-        Math.round(100 * face.gender_confidence) + '%' : ': ?');
-      box.appendChild(label);
-      frame.appendChild(box);
-    });
-    $('name').textContent = item.name + '  (ledger #' + item.id + ')';
-    $('reason').textContent = item.reason;
-    var list = $('faces');
-    list.textContent = '';
-    item.faces.forEach(function (face) {
-      var li = document.createElement('li');
-      li.textContent = faceText(face);
-      list.appendChild(li);
-    });
-    $('path').textContent = item.path;
-    frame.hidden = false;
-    $('empty').hidden = true;
-  }
-
-  // As large as the stage allows, small photos scaled up: the boxes scale with it.
-  function fit(pic) {
-    var stage = $('stage');
-    var scale = Math.min((stage.clientWidth - 24) / pic.width,
-      (stage.clientHeight - 24) / pic.height);
-    $('photo').style.width = Math.floor(pic.width * scale) + 'px';
-    $('photo').style.height = Math.floor(pic.height * scale) + 'px';
-  }
-  window.addEventListener('resize', function () {
-    if (queue.length && pictures[queue[0].id]) { pictures[queue[0].id].then(fit); }
-  });
-
-  function counts() {
-    $('left').textContent = String(queue.length);
-    $('done').textContent = String(decided);
-  }
-
-  function show() {
-    counts();
-    if (!queue.length) {
-      $('frame').hidden = true;
-      $('empty').hidden = false;
-      ['name', 'reason', 'faces', 'path'].forEach(function (id) { $(id).textContent = ''; });
-      body.setAttribute('data-current', '');
-      body.setAttribute('data-state', 'empty');
-      return Promise.resolve();
-    }
-    var item = queue[0];
-    body.setAttribute('data-state', 'loading');
-    return picture(item).then(function (pic) {
-      if (queue[0] !== item) { return; }
-      render(item, pic);
-      body.setAttribute('data-current', String(item.id));
-      body.setAttribute('data-state', 'ready');
-      // The next ones are fetched and decoded while this one is looked at.
-      queue.slice(1, 3).forEach(function (next) { picture(next).catch(function () {}); });
-    }, function (error) {
-      say('cannot show ' + item.name + ': ' + error.message + '; skipped', true);
-      queue.shift();
-      return show();
-    });
-  }
-
-  function decide(label) {
-    if (busy || !queue.length || body.getAttribute('data-state') !== 'ready') { return; }
-    busy = true;
-    var item = queue[0];
-    body.setAttribute('data-state', 'deciding');
-    api('POST', 'api/decide', {id: item.id, label: label}).then(function (result) {
-      if (result.ok) {
-        undoable.push({item: item, verdict_id: result.json.verdict_id});
-        decided += 1;
-        queue.shift();
-        forget(item);
-        var where = result.json.to === null ? 'deleted' : result.json.to;
-        say(label.replace('_', ' ') + ': ' + item.name + ' → ' + where, false);
-      } else if (result.status === 409) {
-        queue.shift();
-        forget(item);
-        say('not applied: ' + result.json.error, true);
-      } else {
-        say('not applied: ' + (result.json.error || result.status), true);
-      }
-    }, function (error) {
-      say('not applied: ' + error.message, true);
-    }).then(function () {
-      busy = false;
-      // The last one decided: files that reached review meanwhile come next.
-      return queue.length ? show() : load();
-    });
-  }
-
-  function undo() {
-    if (busy) { return; }
-    var last = undoable.pop();
-    if (!last) { say('nothing to undo', true); return; }
-    busy = true;
-    body.setAttribute('data-state', 'deciding');
-    api('POST', 'api/undo', {verdict_id: last.verdict_id}).then(function (result) {
-      if (result.ok) {
-        decided -= 1;
-        queue.unshift(last.item);
-        say('undone: ' + last.item.name + ' is back in review', false);
-      } else {
-        say('cannot undo: ' + (result.json.error || result.status), true);
-      }
-    }, function (error) {
-      undoable.push(last);
-      say('cannot undo: ' + error.message, true);
-    }).then(function () {
-      busy = false;
-      return show();
-    });
-  }
-
-  document.addEventListener('keydown', function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) { return; }
-    var labels = {k: 'keep', r: 'reject', n: 'no_face'};
-    var key = event.key.toLowerCase();
-    if (labels[key]) { event.preventDefault(); decide(labels[key]); }
-    else if (key === 'u') { event.preventDefault(); undo(); }
-  });
-  Array.prototype.slice.call(document.querySelectorAll('button[data-label]')).forEach(
-    function (button) {
-      button.addEventListener('click', function () { decide(button.dataset.label); });
-    });
-  $('undo').addEventListener('click', undo);
-
-  function load() {
-    return api('GET', 'api/queue').then(function (result) {
-      if (!result.ok) { say(result.json.error || 'cannot load the queue', true); return; }
-      $('who').textContent = result.json.who;
-      queue = result.json.items;
-      // #id=N (the report's links) shows that file first.
-      var wanted = /id=(\d+)/.exec(location.hash);
-      var at = wanted ? queue.findIndex(function (i) { return i.id === Number(wanted[1]); }) : -1;
-      if (at > 0) { queue.unshift(queue.splice(at, 1)[0]); }
-      return show();
-    });
-  }
-  load();
-})();
-"""

@@ -26,9 +26,9 @@ from typing import Literal
 from ..acting.moves import Action
 from ..config import Config
 from ..judging.policy import Verdict
+from ..ledger.reading import Fate, fate
 from ..ledger.store import Ledger, LedgerRow, models_fingerprint, policy_fingerprint
 from ..logs import get_logger
-from .restore import Fate, fate, restore_decision
 
 __all__ = ["Rejudge", "Stale", "prepare_rejudge", "stale_decisions"]
 
@@ -110,6 +110,10 @@ def prepare_rejudge(
         return stale, None
     chosen = {d.id for d in stale.kept}
     if mode == "all":
+        # The restore command's module, imported here: the daemon only counts stale
+        # decisions, and must not load command code to do it.
+        from .restore import restore_decision
+
         for decision in stale.moved:
             if dry_run:
                 continue

@@ -34,17 +34,10 @@ from PIL import Image
 from ..config import Config, split_address
 from ..errors import ExitCode
 from ..judging.images import decode_image, read_file
+from ..ledger.reading import Fate, fate, open_ledger, restorable
 from ..ledger.store import LedgerRow
 from ..paths import readable
-from .restore import (
-    Fate,
-    add_folder_argument,
-    argument_type,
-    fate,
-    open_ledger,
-    parse_since,
-    restorable,
-)
+from .restore import add_folder_argument, argument_type, parse_since
 
 __all__ = ["VERDICTS", "Item", "configure_report", "per_day", "render", "run_report"]
 

@@ -17,18 +17,19 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..acting.moves import Action, Places, identity_of, purge_file, restore_file
+from ..acting.moves import Places, identity_of, purge_file, restore_file
 from ..acting.recovery import in_flight, recover_one, recover_pending
 from ..config import Config, review_folders
 from ..errors import ActionError, ExitCode, RestoreConflictError
 from ..intake.safefs import Folder
+from ..ledger.reading import open_ledger, purgeable, restorable
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow
 from ..logs import get_logger
@@ -36,18 +37,13 @@ from ..paths import json_safe
 
 __all__ = [
     "RESTORABLE_VERDICTS",
-    "Fate",
     "add_file_choice",
     "add_folder_argument",
     "argument_type",
     "configure_purge",
     "configure_restore",
-    "fate",
-    "open_ledger",
     "parse_duration",
     "parse_since",
-    "purgeable",
-    "restorable",
     "restore_decision",
     "run_purge",
     "run_restore",
@@ -56,7 +52,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 RESTORABLE_VERDICTS = ("reject", "review", "unreadable")
-_MOVED_AWAY = (Action.QUARANTINE.value, Action.REVIEW.value)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -141,66 +136,8 @@ def add_file_choice(
     return which
 
 
-def open_ledger(config: Config, folder: Path | None) -> LedgerUnion:
-    """The ledger a reviewing command reads, with its shards if a Ray scan wrote any
-    (`shards.LedgerUnion`); it must exist."""
-    return LedgerUnion.open_existing(review_folders(config, folder).ledger)
-
-
 def _when(text: str) -> datetime:
     return datetime.fromisoformat(text)
-
-
-# -- what became of a decision -------------------------------------------------------
-
-
-class Fate(StrEnum):
-    """Where a decided file is now, as far as facesieve knows."""
-
-    LEFT = "left in place"
-    ACCEPTED = "accepted"
-    QUARANTINED = "quarantined"
-    IN_REVIEW = "in review"
-    DELETED = "deleted"
-    RESTORED = "restored"
-    PURGED = "purged"
-    SETTLED = "settled by a person"  # the model's decision; see the human verdict
-    UNDONE = "undone"  # a human verdict taken back: the file went back to review
-
-
-def fate(decision: LedgerRow, restore: LedgerRow | None) -> tuple[Fate, Path | None]:
-    """What became of a completed decision's file, and where the file is now (None: nowhere)."""
-    if restore is not None and restore.state == "done":
-        return Fate.RESTORED, Path(decision.path)
-    if decision.settled_by is not None:
-        return Fate.SETTLED, None
-    if decision.undone_by is not None:
-        return Fate.UNDONE, None
-    if decision.purged_at is not None:
-        return Fate.PURGED, None
-    if decision.action == Action.DELETE:
-        return Fate.DELETED, None
-    if decision.left_in_place:
-        return Fate.LEFT, Path(decision.path)
-    assert decision.destination is not None
-    by_action = {
-        Action.QUARANTINE.value: Fate.QUARANTINED,
-        Action.REVIEW.value: Fate.IN_REVIEW,
-        Action.ACCEPT.value: Fate.ACCEPTED,
-    }
-    return by_action.get(decision.action, Fate.QUARANTINED), Path(decision.destination)
-
-
-def restorable(decision: LedgerRow, restore: LedgerRow | None) -> str | None:
-    """None if `restore` can move this decision's file back; else why not."""
-    if decision.is_restore:
-        return f"ledger #{decision.id} records a restore, not a decision"
-    if decision.state != "done":
-        return f"ledger #{decision.id} is {decision.state}: its file stayed where it was"
-    current, _ = fate(decision, restore)
-    if current in (Fate.QUARANTINED, Fate.IN_REVIEW) and decision.action in _MOVED_AWAY:
-        return None
-    return f"ledger #{decision.id} is {current.value}"
 
 
 # -- restore -------------------------------------------------------------------------
@@ -461,22 +398,6 @@ def configure_purge(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     parser.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
-
-
-def purgeable(
-    decisions: Iterable[LedgerRow], restores: dict[int, LedgerRow], cutoff: datetime
-) -> list[LedgerRow]:
-    """Quarantined files moved there before `cutoff`, neither restored (or being) nor purged."""
-    found = []
-    for decision in decisions:
-        restore = restores.get(decision.id)
-        if restore is not None and restore.state != "failed":
-            continue
-        current, _ = fate(decision, restore)
-        quarantined = current is Fate.QUARANTINED and decision.action == Action.QUARANTINE
-        if quarantined and _when(decision.moved_at) < cutoff:
-            found.append(decision)
-    return found
 
 
 def run_purge(args: argparse.Namespace, config: Config) -> int:

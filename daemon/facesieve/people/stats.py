@@ -18,10 +18,11 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ExitCode
+from ..ledger.reading import Fate, fate, open_ledger
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow
 from ..paths import json_safe
-from .restore import Fate, add_folder_argument, fate, open_ledger
+from .restore import add_folder_argument
 
 __all__ = ["collect", "configure_stats", "run_stats"]
 
