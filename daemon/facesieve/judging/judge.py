@@ -26,8 +26,11 @@ from ..errors import (
     ChangedError,
     DecodeInterruptedError,
     FileTooLargeError,
+    FileVanishedError,
     ImageAccessError,
     LedgerError,
+    NotRegularFileError,
+    SymlinkRefusedError,
     UnreadableImageError,
 )
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal, open_path
@@ -170,14 +173,19 @@ def _hold(path: Path) -> HeldFile | NotJudged:
     try:
         return HeldFile(path, folder, path.name)
     except ImageAccessError as error:
-        reason = str(error)
-        if reason.startswith("vanished"):
-            return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
-        if "symlink" in reason:
-            return NotJudged(path, Status.SKIPPED, "symlink: never followed")
-        if "not a regular file" in reason:
-            return NotJudged(path, Status.SKIPPED, reason)
-        return NotJudged(path, Status.ERROR, reason)
+        return NotJudged(path, *_not_held(error))
+
+
+def _not_held(error: ImageAccessError) -> tuple[Status, str]:
+    """What a file that could not be held is, by the error's class, never its wording:
+    a reworded message must not turn a skip into an error, or an error into a skip."""
+    if isinstance(error, FileVanishedError):
+        return Status.SKIPPED, "vanished before it was judged"
+    if isinstance(error, SymlinkRefusedError):
+        return Status.SKIPPED, "symlink: never followed"
+    if isinstance(error, NotRegularFileError):
+        return Status.SKIPPED, "not a regular file"
+    return Status.ERROR, str(error)
 
 
 def read(
