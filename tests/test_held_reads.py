@@ -7,6 +7,7 @@ thumbnails, the review page's images and the files commands write.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,92 @@ def test_each_real_refusal_maps_as_before(
         (inbox / "sub").symlink_to(outside)
         path = inbox / "sub" / "a.jpg"
     assert read(path, Config().images) == NotJudged(path, status, reason)
+
+
+# -- a too-large file is hashed from the descriptor it was held by -----------------------
+
+
+def _swap_after_hold(monkeypatch: pytest.MonkeyPatch, path: Path, plant: Any) -> None:
+    """Once the judge holds `path`, the uploader renames something else over its name."""
+
+    class SwappedAfterHold(safefs.HeldFile):
+        def read(self, max_bytes: int) -> bytes:
+            planted = path.with_name(".planted")
+            plant(planted)
+            os.rename(planted, path)
+            return super().read(max_bytes)
+
+    monkeypatch.setattr(judge_module, "HeldFile", SwappedAfterHold)
+
+
+def _read_within(path: Path, images: Any, seconds: float) -> Any:
+    """`read` on a thread; None if it did not return within `seconds`."""
+    import threading
+
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(read(path, images)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return results[0] if results else None
+
+
+def test_a_too_large_file_is_hashed_from_its_descriptor_not_a_symlink_swapped_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"root's secret " * 100)
+    upload = tmp_path / "inbox" / "big.jpg"
+    upload.parent.mkdir()
+    content = b"\xff\xd8" + b"x" * 5000
+    upload.write_bytes(content)
+    _swap_after_hold(monkeypatch, upload, lambda planted: planted.symlink_to(secret))
+    images = Config().images.model_copy(update={"max_file_bytes": 1000})
+    result = read(upload, images)
+    assert not isinstance(result, NotJudged), result
+    assert result.sha256 == hashlib.sha256(content).hexdigest()  # the bytes judged
+    assert result.sha256 != hashlib.sha256(secret.read_bytes()).hexdigest()
+    assert result.unreadable_reason.startswith("too large")
+
+
+def test_a_fifo_swapped_in_after_the_hold_does_not_block_the_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    upload = tmp_path / "big.jpg"
+    content = b"\xff\xd8" + b"y" * 5000
+    upload.write_bytes(content)
+    _swap_after_hold(monkeypatch, upload, os.mkfifo)
+    images = Config().images.model_copy(update={"max_file_bytes": 1000})
+    try:
+        result = _read_within(upload, images, 20.0)
+    finally:
+        # Whatever opened the FIFO for reading (a hash by name) gets its EOF.
+        with contextlib.suppress(OSError):
+            os.close(os.open(upload, os.O_WRONLY | os.O_NONBLOCK))
+    assert result is not None, "the judge blocked on a FIFO swapped in after the hold"
+    assert not isinstance(result, NotJudged), result
+    assert result.sha256 == hashlib.sha256(content).hexdigest()
+
+
+def test_a_too_large_file_changed_while_hashed_is_deferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facesieve.judging import images as images_module
+
+    upload = tmp_path / "big.jpg"
+    upload.write_bytes(b"\xff\xd8" + b"z" * 5000)
+    real_hash = images_module.descriptor_sha256
+
+    def hash_while_written(fd: int) -> str:
+        with upload.open("ab") as more:
+            more.write(b"more bytes")
+        return real_hash(fd)
+
+    monkeypatch.setattr(judge_module, "descriptor_sha256", hash_while_written)
+    images = Config().images.model_copy(update={"max_file_bytes": 1000})
+    assert read(upload, images) == NotJudged(
+        upload, Status.DEFERRED, "changed while it was read: being written"
+    )

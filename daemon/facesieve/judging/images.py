@@ -27,6 +27,7 @@ __all__ = [
     "DecodedImage",
     "RawFile",
     "decode_image",
+    "descriptor_sha256",
     "file_sha256",
     "jpeg_scan_count",
     "read_file",
@@ -116,7 +117,8 @@ def read_file(path: Path, *, max_bytes: int) -> RawFile:
 
 
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks (weights and quarantined files can be large).
+    """The sha256 of a file's bytes by its name, read in blocks: for facesieve's own files
+    (model weights) only; a file an uploader can touch is hashed by `descriptor_sha256`.
 
     Raises:
         OSError: the file cannot be read.
@@ -125,6 +127,23 @@ def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def descriptor_sha256(fd: int) -> str:
+    """The sha256 of the bytes of an open file, read in blocks by offset (`pread`).
+
+    The inbox's files are hashed from the descriptor they were held by, never by
+    their name: a name can be a symlink or a FIFO by the time it is opened again.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 
