@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,133 @@ def test_a_too_large_file_changed_while_hashed_is_deferred(
     assert read(upload, images) == NotJudged(
         upload, Status.DEFERRED, "changed while it was read: being written"
     )
+
+
+# -- pictures shown to people: held descriptors and the decode budget --------------------
+
+# A scan bomb under the scan-count limit set below: it decodes in-process in ~10 s
+# (minutes at 9000 px), so only the budget's 1 s can answer for it in time.
+_BUDGET = {"images": {"decode_timeout": 1.0, "max_jpeg_scans": 100_000}}
+
+
+def _budget_config(tmp_path: Path) -> Path:
+    config = tmp_path / "facesieve.toml"
+    config.write_text("[images]\ndecode_timeout = 1.0\nmax_jpeg_scans = 100000\n")
+    return config
+
+
+def _plant_linked_folder(destination: Path, outside: Path, picture: Path) -> None:
+    """The uploader's trick on a quarantine: the file's folder becomes a symlink to
+    a folder of theirs, where a file of the same name is another picture."""
+    import shutil
+
+    outside.mkdir()
+    shutil.copyfile(picture, outside / destination.name)
+    destination.parent.rename(destination.parent.with_name(destination.parent.name + ".moved"))
+    destination.parent.symlink_to(outside)
+
+
+def _article(html: str, row_id: int) -> str:
+    import re
+
+    found = re.search(rf'<article class="item" id="d{row_id}".*?</article>', html, re.S)
+    assert found is not None, f"no item for ledger #{row_id}"
+    return found.group(0)
+
+
+@dataclass
+class Shown:
+    folders: Any
+    fine: int  # a real photo
+    bomb: int  # a scan bomb under the scan-count limit, over the time budget
+    linked: int  # its folder swapped for a symlink to the uploader's folder
+
+
+def _shown(tmp_path: Path, verdict: str) -> Shown:
+    from .conftest import DATA
+    from .images_util import scan_bomb
+    from .test_restore import judged, setup
+
+    folders, ledger = setup(tmp_path)
+    cat = (DATA / "noface" / "cat.4003.jpg").read_bytes()
+    with ledger:
+        fine = judged(ledger, folders, "pets/fine.jpg", verdict, content=cat)
+        bomb = judged(ledger, folders, "pets/bomb.jpg", verdict, content=scan_bomb(2000, 1000))
+        linked = judged(ledger, folders, "other/cat.jpg", verdict, content=cat)
+    assert linked.destination is not None
+    _plant_linked_folder(
+        Path(linked.destination), tmp_path / "theirs", DATA / "noface" / "cat.4004.jpg"
+    )
+    return Shown(folders, fine.id, bomb.id, linked.id)
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Shown, str]:
+    """`facesieve report` (a process: an unbudgeted decode would hang it, not the tests)."""
+    from .cli_util import run_cli
+
+    tmp_path = tmp_path_factory.mktemp("shown")
+    shown = _shown(tmp_path, "reject")
+    page = tmp_path / "report.html"
+    report = run_cli(
+        "report",
+        str(shown.folders.root),
+        "--config",
+        str(_budget_config(tmp_path)),
+        "--html",
+        str(page),
+        timeout=120,
+    )
+    assert report.code == 0, report.stderr[-3000:]
+    return shown, page.read_text(encoding="utf-8")
+
+
+@pytest.mark.data
+def test_the_report_decodes_quarantined_files_within_the_budget(
+    report_page: tuple[Shown, str],
+) -> None:
+    shown, html = report_page
+    assert "<img" in _article(html, shown.fine)  # a readable picture is still shown
+    assert "no picture: not a readable image" in _article(html, shown.bomb)
+
+
+@pytest.mark.data
+def test_the_report_follows_no_symlink_planted_in_the_quarantine(
+    report_page: tuple[Shown, str],
+) -> None:
+    shown, html = report_page
+    assert "<img" not in _article(html, shown.linked)
+    assert "no picture" in _article(html, shown.linked)
+
+
+@pytest.fixture
+def review_image(tmp_path: Path) -> tuple[Shown, Any]:
+    from facesieve.people.page import create_app
+
+    shown = _shown(tmp_path, "review")
+    token = "t" * 40
+    client = create_app(Config(**_BUDGET), shown.folders, token, "tester").test_client()  # type: ignore[arg-type]
+    return shown, lambda row_id: client.get(f"/image/{row_id}?token={token}")
+
+
+@pytest.mark.data
+def test_the_review_page_decodes_images_within_the_budget(
+    review_image: tuple[Shown, Any],
+) -> None:
+    shown, image = review_image
+    fine = image(shown.fine)
+    assert fine.status_code == 200
+    assert fine.mimetype == "image/jpeg"
+    refused = image(shown.bomb)
+    assert refused.status_code == 404
+    assert "decode time budget" in refused.get_json()["error"]
+
+
+@pytest.mark.data
+def test_the_review_page_follows_no_symlink_planted_in_the_review_folder(
+    review_image: tuple[Shown, Any],
+) -> None:
+    shown, image = review_image
+    followed = image(shown.linked)
+    assert followed.status_code == 404
+    assert "symlink" in followed.get_json()["error"]

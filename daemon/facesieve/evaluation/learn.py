@@ -95,7 +95,7 @@ def extract(
     """Run the configured detector and the bundled + faceres models once per labelled image."""
     from ..judging.analyzer import load_analyzer
     from ..judging.gender import GenderFeatures
-    from ..judging.images import decode_image, read_file
+    from ..judging.images import load_image
 
     detecting = config.model_copy(
         update={"models": config.models.model_copy(update={"gender": "bundled"})}
@@ -107,12 +107,7 @@ def extract(
         for sample in load_samples(folder):
             path = folder / sample.file
             try:
-                raw = read_file(path, max_bytes=config.images.max_file_bytes)
-                image = decode_image(
-                    raw.data,
-                    max_pixels=config.images.max_pixels,
-                    max_side=config.images.detect_max_side,
-                )
+                image = load_image(path, config.images)
             except FacesieveError as error:
                 if progress is not None:
                     progress(f"{path}: left out: {error}")

@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..config import Config, split_address
 from ..errors import ExitCode
-from ..judging.images import decode_image, read_file
+from ..judging.images import load_image
 from ..ledger.store import LedgerRow
 from ..paths import readable
 from .restore import (
@@ -177,15 +177,14 @@ def _command_prefix(args: argparse.Namespace, verb: str) -> str:
 
 
 def thumbnail(path: Path, side: int, config: Config) -> Thumb | None:
-    """A small JPEG of the image at `path`; None when it cannot be read or decoded."""
+    """A small JPEG of the image at `path`; None when it cannot be read or decoded.
+
+    Read through held descriptors (a symlink planted in the quarantine is not
+    followed) and decoded in the budgeted decoder: the quarantine holds exactly
+    the files that blew the decode budget.
+    """
     try:
-        raw = read_file(path, max_bytes=config.images.max_file_bytes)
-        image = decode_image(
-            raw.data,
-            max_pixels=config.images.max_pixels,
-            max_side=side,
-            max_scans=config.images.max_jpeg_scans,  # a quarantined scan bomb stays unopened
-        )
+        image = load_image(path, config.images, max_side=side)
         buffer = io.BytesIO()
         Image.fromarray(image.rgb).save(buffer, "JPEG", quality=72, optimize=True)
     except Exception:  # noqa: BLE001 - an unreadable file is shown without a picture
