@@ -330,3 +330,87 @@ def test_the_review_page_follows_no_symlink_planted_in_the_review_folder(
     followed = image(shown.linked)
     assert followed.status_code == 404
     assert "symlink" in followed.get_json()["error"]
+
+
+# -- files a person names: never written through a planted symlink -----------------------
+
+
+def _planted(tmp_path: Path) -> tuple[Path, Path]:
+    """A root-only file outside, and FILE in a folder others write, linked to it."""
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$secret\n")
+    secret.chmod(0o600)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    name = shared / "report.html"
+    name.symlink_to(secret)
+    return secret, name
+
+
+def _untouched(secret: Path) -> None:
+    assert secret.read_bytes() == b"root:$6$secret\n"
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_output_replaces_a_planted_symlink_and_leaves_its_target_alone(tmp_path: Path) -> None:
+    from facesieve.outputs import write_output
+
+    secret, name = _planted(tmp_path)
+    write_output(name, "<p>the page</p>")
+    _untouched(secret)
+    assert not name.is_symlink()
+    assert name.read_text() == "<p>the page</p>"
+    assert name.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in name.parent.iterdir()) == ["report.html"]  # no temporary
+
+
+def test_an_output_is_not_written_through_a_symlinked_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The temporary is created O_EXCL | O_NOFOLLOW: a symlink planted at the very
+    # name it picks (here: forced to the guess) is passed over, never written to.
+    from facesieve import outputs
+
+    secret, name = _planted(tmp_path)
+    guessed = name.with_name(".report.html.000000000000")
+    guessed.symlink_to(secret)
+    tokens = iter(["000000000000", "111111111111"])
+    monkeypatch.setattr(outputs.secrets, "token_hex", lambda n: next(tokens))
+    outputs.write_output(name, b"bytes")
+    _untouched(secret)
+    assert name.read_bytes() == b"bytes"
+    assert guessed.is_symlink()
+
+
+def test_report_html_does_not_follow_a_planted_symlink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from facesieve.cli.main import main
+
+    from .test_restore import judged, setup
+
+    folders, ledger = setup(tmp_path)
+    with ledger:
+        judged(ledger, folders, "pets/x.jpg")
+    secret, name = _planted(tmp_path)
+    try:
+        assert main(["report", str(folders.root), "--html", str(name)]) == 0
+    finally:
+        import structlog
+
+        structlog.reset_defaults()
+    _untouched(secret)
+    assert not name.is_symlink()
+    assert "facesieve report" in name.read_text(encoding="utf-8")
+
+
+def test_eval_plot_does_not_follow_a_planted_symlink(tmp_path: Path) -> None:
+    from facesieve.evaluation.evaluate import plot
+
+    secret, name = _planted(tmp_path)
+    name = name.rename(name.with_name("curve.png"))
+    curve = [{"threshold": 0.5, "coverage": 0.5, "accuracy": 0.9}]
+    plot(curve, 0.5, name)
+    _untouched(secret)
+    assert name.read_bytes().startswith(b"\x89PNG")

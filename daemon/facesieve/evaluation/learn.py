@@ -29,6 +29,7 @@ from ..config import Config, PolicyConfig
 from ..errors import ConfigError, FacesieveError
 from ..judging.gender import FaceFeatures, GenderHead, logit
 from ..judging.policy import Face, Gender
+from ..outputs import write_output
 from .evaluate import THRESHOLDS, Figures, Sample, coverage_curve, figures, load_samples
 
 __all__ = [
@@ -500,7 +501,7 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
 
         activate_head(head, config)
     if args.out is not None:
-        args.out.write_text(head.to_json() + "\n", encoding="utf-8")
+        write_output(args.out, head.to_json() + "\n")  # a planted symlink is not followed
     if args.json:
         print(json.dumps({"figures": figures_cv, "head": description, "out": str(args.out)}))
     else:

@@ -21,7 +21,6 @@ import io
 import os
 import shlex
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from ..config import Config, split_address
 from ..errors import ExitCode
 from ..judging.images import load_image
 from ..ledger.store import LedgerRow
+from ..outputs import write_output
 from ..paths import readable
 from .restore import (
     Fate,
@@ -156,7 +156,8 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
     page = render(
         items, per_day(decisions), ledger=source, generated=datetime.now(UTC), people=people
     )
-    _write_atomically(args.html, page)
+    # Never through a symlink planted at FILE; readers see the old page or the new one.
+    write_output(args.html, page)
     print(f"facesieve: {len(items)} files in {args.html}", file=sys.stderr)
     return ExitCode.OK
 
@@ -402,22 +403,6 @@ written {_e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))}.
 </body>
 </html>
 """
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old page or the new one, never half of one."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 _CSS = """
