@@ -18,12 +18,15 @@ __all__ = [
     "ExitCode",
     "FacesieveError",
     "FileTooLargeError",
+    "FileVanishedError",
     "ImageAccessError",
     "LedgerBusyError",
     "LedgerError",
     "ModelLoadError",
+    "NotRegularFileError",
     "RestoreConflictError",
     "SettleError",
+    "SymlinkRefusedError",
     "UnreadableImageError",
     "UnsafeFolderError",
     "WorkerError",
@@ -104,6 +107,18 @@ class FileTooLargeError(ImageAccessError):
 
     def __reduce__(self) -> tuple[type[FileTooLargeError], tuple[int, ...]]:
         return type(self), (self.size, self.limit, *self.stat)
+
+
+class FileVanishedError(ImageAccessError):
+    """The file was gone before it could be opened: nothing to judge (not an error)."""
+
+
+class SymlinkRefusedError(ImageAccessError):
+    """The file, or a folder on its path, is a symbolic link: never followed."""
+
+
+class NotRegularFileError(ImageAccessError):
+    """Not a regular file (a FIFO, a device, a socket, a folder): never opened."""
 
 
 class LedgerError(FacesieveError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 from ..config import Config, PolicyConfig
 from ..errors import ConfigError
 from ..judging.policy import Face, Verdict, decide
+from ..outputs import write_output
 
 __all__ = [
     "Figures",
@@ -329,7 +331,12 @@ def plot(curve: Sequence[dict[str, Any]], threshold: float, path: Path) -> None:
             x, y = xy(p["coverage"], p["accuracy"])
             draw.ellipse([x - 5, y - 5, x + 5, y + 5], outline="red", width=2)
             draw.text((x + 8, y - 16), f"configured {threshold}", fill="red")
-    image.save(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unknown file extension: {path.suffix}")  # as Pillow's save says
+    encoded = io.BytesIO()
+    image.save(encoded, fmt)
+    write_output(path, encoded.getvalue())  # a symlink planted at FILE is not followed
 
 
 def configure_eval(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from ..config import Config, PolicyConfig
 from ..errors import ConfigError, FacesieveError
 from ..judging.gender import FaceFeatures, GenderHead, logit
 from ..judging.policy import Face, Gender
+from ..outputs import write_output
 from .evaluate import THRESHOLDS, Figures, Sample, coverage_curve, figures, load_samples
 
 __all__ = [
@@ -95,7 +96,7 @@ def extract(
     """Run the configured detector and the bundled + faceres models once per labelled image."""
     from ..judging.analyzer import load_analyzer
     from ..judging.gender import GenderFeatures
-    from ..judging.images import decode_image, read_file
+    from ..judging.images import load_image
 
     detecting = config.model_copy(
         update={"models": config.models.model_copy(update={"gender": "bundled"})}
@@ -107,12 +108,7 @@ def extract(
         for sample in load_samples(folder):
             path = folder / sample.file
             try:
-                raw = read_file(path, max_bytes=config.images.max_file_bytes)
-                image = decode_image(
-                    raw.data,
-                    max_pixels=config.images.max_pixels,
-                    max_side=config.images.detect_max_side,
-                )
+                image = load_image(path, config.images)
             except FacesieveError as error:
                 if progress is not None:
                     progress(f"{path}: left out: {error}")
@@ -505,7 +501,7 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
 
         activate_head(head, config)
     if args.out is not None:
-        args.out.write_text(head.to_json() + "\n", encoding="utf-8")
+        write_output(args.out, head.to_json() + "\n")  # a planted symlink is not followed
     if args.json:
         print(json.dumps({"figures": figures_cv, "head": description, "out": str(args.out)}))
     else:

@@ -19,7 +19,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ChangedError, FileTooLargeError, ImageAccessError, UnsafeFolderError
+from ..errors import (
+    ChangedError,
+    FileTooLargeError,
+    FileVanishedError,
+    ImageAccessError,
+    NotRegularFileError,
+    SymlinkRefusedError,
+    UnsafeFolderError,
+)
 
 __all__ = [
     "DIR_FLAGS",
@@ -197,6 +205,15 @@ class Folder:
         self.close()
 
 
+def _open_error(error: OSError) -> ImageAccessError:
+    """The error class of a failed open, by its errno (a message is no contract)."""
+    if error.errno == errno.ELOOP:
+        return SymlinkRefusedError("is a symlink; symlinks are never followed")
+    if error.errno == errno.ENOENT:  # gone between the look and the open
+        return FileVanishedError("vanished before it was read")
+    return ImageAccessError(f"cannot open: {error.strerror}")
+
+
 class HeldFile:
     """A regular file opened once, without following a symlink, held until acted on.
 
@@ -218,18 +235,16 @@ class HeldFile:
             try:
                 seen = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
             except FileNotFoundError as error:
-                raise ImageAccessError("vanished before it was read") from error
+                raise FileVanishedError("vanished before it was read") from error
             if stat.S_ISLNK(seen.st_mode):
-                raise ImageAccessError("is a symlink; symlinks are never followed")
+                raise SymlinkRefusedError("is a symlink; symlinks are never followed")
             if not stat.S_ISREG(seen.st_mode):
                 # Never opened: opening a device or a FIFO can have effects of its own.
-                raise ImageAccessError("not a regular file")
+                raise NotRegularFileError("not a regular file")
             try:
                 self.fd = os.open(name, FILE_FLAGS, dir_fd=folder_fd)
             except OSError as error:
-                if error.errno == errno.ELOOP:
-                    raise ImageAccessError("is a symlink; symlinks are never followed") from error
-                raise ImageAccessError(f"cannot open: {error.strerror}") from error
+                raise _open_error(error) from error
             info = os.fstat(self.fd)
             if not stat.S_ISREG(info.st_mode) or not Identity.of(seen).same_inode(info):
                 raise ImageAccessError("replaced while it was opened")

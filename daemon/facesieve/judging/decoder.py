@@ -53,8 +53,17 @@ class Decoder:
         self._reply: tuple[str, Any] = ("", None)
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
-    def decode(self, data: bytes, should_stop: Callable[[], bool] = lambda: False) -> DecodedImage:
+    def decode(
+        self,
+        data: bytes,
+        should_stop: Callable[[], bool] = lambda: False,
+        *,
+        max_side: int | None = None,
+    ) -> DecodedImage:
         """Decode like `images.decode_image`, within the time and memory budget.
+
+        `max_side`: the longest side wanted (a thumbnail, a page's picture); by
+        default the models' `detect_max_side`.
 
         Raises:
             UnreadableImageError: not an image, or over the time or memory budget.
@@ -65,7 +74,7 @@ class Decoder:
             # A child that dies on an image is given one more chance with a fresh
             # child, so that a child lost for another reason is never a verdict.
             for attempt in (1, 2):
-                died = self._attempt(data, should_stop)
+                died = self._attempt(data, should_stop, max_side)
                 if died is None:
                     break
                 if attempt == 2:
@@ -78,13 +87,16 @@ class Decoder:
             raise UnreadableImageError(str(payload))
         raise RuntimeError(f"decoder failed: {payload}")
 
-    def _attempt(self, data: bytes, should_stop: Callable[[], bool]) -> str | None:
+    def _attempt(
+        self, data: bytes, should_stop: Callable[[], bool], max_side: int | None
+    ) -> str | None:
         """One decode by the child; the reply is left in `_reply`. Returns why the child
         died on it, or None."""
         images = self._images
+        side = images.detect_max_side if max_side is None else max_side
         conn = self._connection()
         try:
-            conn.send((data, images.max_pixels, images.detect_max_side, images.max_jpeg_scans))
+            conn.send((data, images.max_pixels, side, images.max_jpeg_scans))
         except OSError:
             self._kill()
             return "the decoder process died before it got the image twice"

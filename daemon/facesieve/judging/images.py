@@ -12,23 +12,35 @@ import errno
 import hashlib
 import io
 import os
-import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import FileTooLargeError, ImageAccessError, UnreadableImageError
+from ..errors import (
+    FileVanishedError,
+    ImageAccessError,
+    SymlinkRefusedError,
+    UnreadableImageError,
+)
+from ..intake.safefs import HeldFile, is_symlink_refusal, open_path
+
+if TYPE_CHECKING:
+    from ..config import ImagesConfig
 
 __all__ = [
     "DecodedImage",
     "RawFile",
     "decode_image",
+    "descriptor_sha256",
     "file_sha256",
     "jpeg_scan_count",
+    "load_image",
     "read_file",
     "sniff_format",
 ]
@@ -68,55 +80,70 @@ class DecodedImage:
 
 
 def read_file(path: Path, *, max_bytes: int) -> RawFile:
-    """Read a regular file without following a symlink and without blocking on a FIFO.
+    """Read a regular file through held descriptors: every folder from `/` opened
+    without following a symlink, the file opened once (never a FIFO or a device)
+    and read from that descriptor. The one way facesieve reads a file an uploader
+    may have touched: the inbox's, the quarantine's, the review folder's.
 
     Raises:
-        ImageAccessError: the file is missing, unreadable, a symlink, not a regular
-            file, or larger than `max_bytes`.
+        ImageAccessError: the file or a folder on its path is a symlink
+            (`SymlinkRefusedError`), it is missing (`FileVanishedError`), not a
+            regular file (`NotRegularFileError`), larger than `max_bytes`
+            (`FileTooLargeError`), or unreadable.
+        ChangedError: it changed while it was read.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    absolute = Path(os.path.abspath(path))  # abspath, not resolve(): a symlink stays one
     try:
-        fd = os.open(path, flags)
+        folder = open_path(absolute.parent)
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise ImageAccessError("is a symlink; symlinks are never followed") from error
-        raise ImageAccessError(f"cannot open: {error.strerror}") from error
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageAccessError("not a regular file")
-        if info.st_size > max_bytes:
-            raise FileTooLargeError(
-                info.st_size,
-                max_bytes,
-                info.st_mtime_ns,
-                info.st_mode,
-                info.st_ctime_ns,
-                info.st_dev,
-                info.st_ino,
-            )
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-    except OSError as error:
-        raise ImageAccessError(f"cannot read: {error.strerror}") from error
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
+        if is_symlink_refusal(error):
+            why = "a folder on its path is a symlink: never followed"
+            raise SymlinkRefusedError(why) from error
+        if error.errno == errno.ENOENT:
+            raise FileVanishedError("its folder is gone") from error
+        raise ImageAccessError(f"cannot open its folder: {error.strerror}") from error
+    with HeldFile(absolute, folder, absolute.name) as held:
+        data = held.read(max_bytes)
+        identity = held.identity
+        mode = held.mode
     return RawFile(
         path=path,
         data=data,
         size=len(data),
-        mtime_ns=info.st_mtime_ns,
-        mode=info.st_mode,
-        ctime_ns=info.st_ctime_ns,
-        dev=info.st_dev,
-        ino=info.st_ino,
+        mtime_ns=identity.mtime_ns,
+        mode=mode,
+        ctime_ns=identity.ctime_ns,
+        dev=identity.dev,
+        ino=identity.ino,
     )
 
 
+def load_image(
+    path: Path,
+    images: ImagesConfig,
+    *,
+    max_side: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> DecodedImage:
+    """`read_file`, then a decode in the budgeted decoder process (`decoder`): for every
+    picture shown to a person (report thumbnails, the review page) and learn's samples.
+
+    The quarantine holds exactly the files that blew the decode budget, so they are
+    never decoded in this process.
+
+    Raises:
+        ImageAccessError, ChangedError: as `read_file`.
+        UnreadableImageError: not an image, or over the time or memory budget.
+    """
+    from .decoder import shared_decoder
+
+    raw = read_file(path, max_bytes=images.max_file_bytes)
+    return shared_decoder(images).decode(raw.data, should_stop, max_side=max_side)
+
+
 def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes, read in blocks (weights and quarantined files can be large).
+    """The sha256 of a file's bytes by its name, read in blocks: for facesieve's own files
+    (model weights) only; a file an uploader can touch is hashed by `descriptor_sha256`.
 
     Raises:
         OSError: the file cannot be read.
@@ -125,6 +152,23 @@ def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def descriptor_sha256(fd: int) -> str:
+    """The sha256 of the bytes of an open file, read in blocks by offset (`pread`).
+
+    The inbox's files are hashed from the descriptor they were held by, never by
+    their name: a name can be a symlink or a FIFO by the time it is opened again.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    offset = 0
+    while block := os.pread(fd, 1 << 20, offset):
+        digest.update(block)
+        offset += len(block)
     return digest.hexdigest()
 
 

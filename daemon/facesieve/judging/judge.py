@@ -26,8 +26,11 @@ from ..errors import (
     ChangedError,
     DecodeInterruptedError,
     FileTooLargeError,
+    FileVanishedError,
     ImageAccessError,
     LedgerError,
+    NotRegularFileError,
+    SymlinkRefusedError,
     UnreadableImageError,
 )
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal, open_path
@@ -35,7 +38,7 @@ from ..ledger.store import policy_fingerprint
 from ..logs import get_logger
 from .analyzer import MAX_BATCH, FaceModel
 from .decoder import shared_decoder
-from .images import DecodedImage, RawFile, file_sha256, sniff_format
+from .images import DecodedImage, RawFile, descriptor_sha256, sniff_format
 from .policy import Face, Verdict, decide, not_image, unreadable
 
 __all__ = [
@@ -170,14 +173,19 @@ def _hold(path: Path) -> HeldFile | NotJudged:
     try:
         return HeldFile(path, folder, path.name)
     except ImageAccessError as error:
-        reason = str(error)
-        if reason.startswith("vanished"):
-            return NotJudged(path, Status.SKIPPED, "vanished before it was judged")
-        if "symlink" in reason:
-            return NotJudged(path, Status.SKIPPED, "symlink: never followed")
-        if "not a regular file" in reason:
-            return NotJudged(path, Status.SKIPPED, reason)
-        return NotJudged(path, Status.ERROR, reason)
+        return NotJudged(path, *_not_held(error))
+
+
+def _not_held(error: ImageAccessError) -> tuple[Status, str]:
+    """What a file that could not be held is, by the error's class, never its wording:
+    a reworded message must not turn a skip into an error, or an error into a skip."""
+    if isinstance(error, FileVanishedError):
+        return Status.SKIPPED, "vanished before it was judged"
+    if isinstance(error, SymlinkRefusedError):
+        return Status.SKIPPED, "symlink: never followed"
+    if isinstance(error, NotRegularFileError):
+        return Status.SKIPPED, "not a regular file"
+    return Status.ERROR, str(error)
 
 
 def read(
@@ -200,13 +208,23 @@ def read(
         return NotJudged(path, Status.ERROR, f"{type(error).__name__}: {error}")
 
 
-def _too_large(path: Path, error: FileTooLargeError, started: float) -> Read:
+def _too_large(
+    path: Path, held: HeldFile, error: FileTooLargeError, started: float
+) -> Read | NotJudged:
     # Too large to read is a verdict (unreadable), not an I/O failure: left
-    # unjudged, it would sit in the inbox for ever. Hashed in blocks.
+    # unjudged, it would sit in the inbox for ever. Hashed in blocks from the held
+    # descriptor: the name may be a symlink or a FIFO by now.
     mtime_ns, mode, ctime_ns, dev, ino = error.stat
+    try:
+        sha256 = descriptor_sha256(held.fd)
+        after = Identity.of(os.fstat(held.fd))
+    except OSError as failure:
+        return NotJudged(path, Status.ERROR, f"cannot read: {failure.strerror}")
+    if after != Identity(dev, ino, error.size, mtime_ns, ctime_ns):
+        return NotJudged(path, Status.DEFERRED, "changed while it was read: being written")
     return Read(
         path=path,
-        sha256=file_sha256(path),
+        sha256=sha256,
         size=error.size,
         mtime_ns=mtime_ns,
         ctime_ns=ctime_ns,
@@ -239,7 +257,7 @@ def _read(
             except ChangedError as error:
                 return NotJudged(path, Status.DEFERRED, str(error))
             except FileTooLargeError as error:
-                return _too_large(path, error, started)
+                return _too_large(path, held, error, started)
             except ImageAccessError as error:
                 return NotJudged(path, Status.ERROR, str(error))
             identity = held.identity

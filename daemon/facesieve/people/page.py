@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..config import Config, ResolvedFolders, review_folders, split_address
 from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
-from ..judging.images import decode_image, read_file
+from ..judging.images import load_image
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import MAX_ROW_ID, LedgerRow
 from ..logs import get_logger
@@ -143,13 +143,9 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         if row is None or row.destination is None or row.action != "review":
             return _error(404, f"no file in review with ledger id {decision_id}")
         try:
-            raw = read_file(Path(row.destination), max_bytes=config.images.max_file_bytes)
-            decoded = decode_image(
-                raw.data,
-                max_pixels=config.images.max_pixels,
-                max_side=_IMAGE_SIDE,
-                max_scans=config.images.max_jpeg_scans,  # a scan bomb in review stays unopened
-            )
+            # Held descriptors (no symlink followed) and the budgeted decoder: a
+            # bomb in review answers 404 within the budget, never holds the page.
+            decoded = load_image(Path(row.destination), config.images, max_side=_IMAGE_SIDE)
         except FacesieveError as error:
             return _error(404, str(error))
         buffer = io.BytesIO()

@@ -21,7 +21,6 @@ import io
 import os
 import shlex
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,9 +32,10 @@ from PIL import Image
 
 from ..config import Config, split_address
 from ..errors import ExitCode
-from ..judging.images import decode_image, read_file
+from ..judging.images import load_image
 from ..ledger.reading import Fate, fate, open_ledger, restorable
 from ..ledger.store import LedgerRow
+from ..outputs import write_output
 from ..paths import readable
 from .restore import add_folder_argument, argument_type, parse_since
 
@@ -149,7 +149,8 @@ def run_report(args: argparse.Namespace, config: Config) -> int:
     page = render(
         items, per_day(decisions), ledger=source, generated=datetime.now(UTC), people=people
     )
-    _write_atomically(args.html, page)
+    # Never through a symlink planted at FILE; readers see the old page or the new one.
+    write_output(args.html, page)
     print(f"facesieve: {len(items)} files in {args.html}", file=sys.stderr)
     return ExitCode.OK
 
@@ -170,15 +171,14 @@ def _command_prefix(args: argparse.Namespace, verb: str) -> str:
 
 
 def thumbnail(path: Path, side: int, config: Config) -> Thumb | None:
-    """A small JPEG of the image at `path`; None when it cannot be read or decoded."""
+    """A small JPEG of the image at `path`; None when it cannot be read or decoded.
+
+    Read through held descriptors (a symlink planted in the quarantine is not
+    followed) and decoded in the budgeted decoder: the quarantine holds exactly
+    the files that blew the decode budget.
+    """
     try:
-        raw = read_file(path, max_bytes=config.images.max_file_bytes)
-        image = decode_image(
-            raw.data,
-            max_pixels=config.images.max_pixels,
-            max_side=side,
-            max_scans=config.images.max_jpeg_scans,  # a quarantined scan bomb stays unopened
-        )
+        image = load_image(path, config.images, max_side=side)
         buffer = io.BytesIO()
         Image.fromarray(image.rgb).save(buffer, "JPEG", quality=72, optimize=True)
     except Exception:  # noqa: BLE001 - an unreadable file is shown without a picture
@@ -396,22 +396,6 @@ written {_e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))}.
 </body>
 </html>
 """
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old page or the new one, never half of one."""
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 _CSS = """
