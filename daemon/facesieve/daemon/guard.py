@@ -214,6 +214,7 @@ class Guard:
                 self._metrics.watch_failures.inc()
         if self._metrics is not None:
             self._metrics.unwatched.set(len(self._observer.unwatched))
+            self._metrics.watch_audit.set(1 if self._observer.audit_available else 0)
 
     def _serve_metrics(self) -> None:
         if self._metrics is None:
