@@ -124,10 +124,20 @@ class PolicyConfig(_Section):
     # error on the out-of-fold predictions of FairFace adults (`facesieve learn`).
     min_gender_confidence: Probability = GENDER_THRESHOLDS["combined"]
 
+    @field_validator("sure_face_confidence")
+    @classmethod
+    def _sure_above_min(cls, sure: float, info: ValidationInfo) -> float:
+        # Runs only on a value given: an unset one follows the floor (below).
+        floor = info.data.get("min_face_confidence")
+        if floor is not None and sure < floor:
+            raise ValueError(f"must not be below min_face_confidence ({floor})")
+        return sure
+
     @model_validator(mode="after")
-    def _sure_above_min(self) -> PolicyConfig:
+    def _unset_sure_follows_the_floor(self) -> PolicyConfig:
+        # A floor raised above the sure threshold leaves no possible faces between them.
         if self.sure_face_confidence < self.min_face_confidence:
-            raise ValueError("sure_face_confidence must not be below min_face_confidence")
+            object.__setattr__(self, "sure_face_confidence", self.min_face_confidence)
         return self
 
 
@@ -368,6 +378,9 @@ class Config(_Section):
         measured: dict[str, float] = {}
         if named("detector") in FACE_THRESHOLDS:
             low, sure = FACE_THRESHOLDS[named("detector")]
+            floor = policy.get("min_face_confidence")
+            if isinstance(floor, int | float):
+                sure = max(sure, floor)  # an unset sure threshold follows a higher floor
             measured.update(min_face_confidence=low, sure_face_confidence=sure)
         if named("gender") in GENDER_THRESHOLDS:
             measured["min_gender_confidence"] = GENDER_THRESHOLDS[named("gender")]

@@ -243,16 +243,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         if getattr(args, "require", None) or getattr(args, "faces", None):
             config = config.with_policy(require=args.require, faces=getattr(args, "faces", None))
-        if args.command == "watch" and args.folder is not None:
-            folders = config.folders.model_copy(update={"inbox": args.folder.resolve()})
-            config = config.model_copy(update={"folders": folders})
-        configure_logging(
-            level=getattr(args, "log_level", None) or _default_level(args.command, config),
-            format=config.logging.format,
-            # The daemon's events are its output; one-shot commands keep stdout for --json.
-            stream=sys.stdout if args.command == "watch" else sys.stderr,
-            journal=args.command == "watch",
-        )
+        if args.command == "watch":
+            config = _watch_overrides(args)(config)
+        if args.command == "watch":
+            from ..daemon.guard import daemon_logging
+
+            daemon_logging(config.logging)  # as a reload re-applies it
+        else:
+            # One-shot commands keep stdout for --json.
+            configure_logging(
+                level=getattr(args, "log_level", None) or _default_level(args.command, config),
+                format=config.logging.format,
+                stream=sys.stderr,
+            )
         runners: dict[str, Run] = {
             "check": _check,
             "scan": _scan,
@@ -497,7 +500,23 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
 def _watch(args: argparse.Namespace, config: Config) -> int:
     from ..daemon.guard import Guard
 
-    return Guard(config, config_path=args.config, dry_run=args.dry_run).run()
+    overrides = _watch_overrides(args)
+    return Guard(config, config_path=args.config, dry_run=args.dry_run, overrides=overrides).run()
+
+
+def _watch_overrides(args: argparse.Namespace) -> Callable[[Config], Config]:
+    """What `watch DIR` and `--log-level` set over the config file, at start and on SIGHUP."""
+    inbox = None if args.folder is None else args.folder.resolve()
+
+    def override(config: Config) -> Config:
+        update: dict[str, Any] = {}
+        if inbox is not None:
+            update["folders"] = config.folders.model_copy(update={"inbox": inbox})
+        if args.log_level is not None:
+            update["logging"] = config.logging.model_copy(update={"level": args.log_level})
+        return config.model_copy(update=update)
+
+    return override
 
 
 def _models(args: argparse.Namespace, config: Config) -> ExitCode:

@@ -14,22 +14,28 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from ..config import Config, ResolvedFolders, load_config, watch_folders
+from ..config import Config, LoggingConfig, ResolvedFolders, load_config, watch_folders
 from ..errors import ConfigError, ExitCode, exit_code
 from ..intake.inbox import Inbox
 from ..intake.observer import InboxObserver, Settler
 from ..judging.analyzer import FaceModel, build_analyzer
-from ..logs import get_logger
+from ..logs import configure_logging, get_logger
 from .metrics import Metrics
 from .notify import Notifier
 from .worker import TICK, Worker
 
-__all__ = ["Guard"]
+__all__ = ["Guard", "daemon_logging"]
+
+
+def daemon_logging(logging: LoggingConfig) -> None:
+    """The daemon's events are its output: on stdout, or to the journal under systemd."""
+    configure_logging(level=logging.level, format=logging.format, stream=sys.stdout, journal=True)
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -51,9 +57,14 @@ class Guard:
         notifier: Notifier | None = None,
         make_analyzer: Callable[[Config], FaceModel] | None = None,
         dry_run: bool = False,
+        overrides: Callable[[Config], Config] | None = None,
     ) -> None:
         self.config = config
         self.dry_run = dry_run
+        # What the command line set over the config file (`watch DIR`, --log-level),
+        # already in `config`: applied to a reloaded file too, so that it compares
+        # like with like and a reload does not undo them.
+        self._overrides = overrides or (lambda loaded: loaded)
         self.folders: ResolvedFolders = watch_folders(config)
         self.inbox = Inbox.of(config, self.folders)
         self._config_path = config_path
@@ -108,7 +119,7 @@ class Guard:
     def _apply_reload(self) -> None:
         self._reload = False
         try:
-            new = load_config(self._config_path)
+            new = self._overrides(load_config(self._config_path))
         except ConfigError as error:
             self._log.error("reload_failed", error=str(error))
             return
@@ -120,9 +131,16 @@ class Guard:
         if changed:
             self._log.warning("reload_partial", restart_needed_for=changed)
             new = new.model_copy(update={s: getattr(self.config, s) for s in changed})
+        if new.logging != self.config.logging:
+            daemon_logging(new.logging)
         self.config = new
-        self.worker.reload(new)
-        self._log.info("reloaded", policy=new.policy.model_dump(), actions=new.actions.model_dump())
+        self.worker.reload(new)  # policy and actions, [actions] mode included
+        self._log.info(
+            "reloaded",
+            policy=new.policy.model_dump(),
+            actions=new.actions.model_dump(),
+            logging=new.logging.model_dump(),
+        )
 
     def run(self) -> int:
         """Load, recover, watch, and on SIGTERM/SIGINT stop cleanly. Returns the exit code."""
@@ -214,6 +232,7 @@ class Guard:
                 self._metrics.watch_failures.inc()
         if self._metrics is not None:
             self._metrics.unwatched.set(len(self._observer.unwatched))
+            self._metrics.watch_audit.set(1 if self._observer.audit_available else 0)
 
     def _serve_metrics(self) -> None:
         if self._metrics is None:

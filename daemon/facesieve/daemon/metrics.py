@@ -73,6 +73,13 @@ class Metrics:
             "polled every poll_interval instead.",
             registry=self.registry,
         )
+        self.watch_audit = Gauge(
+            "facesieve_watch_audit_available",
+            "1 while the daemon can tell which inbox folders inotify watches; 0: it cannot "
+            "(watchdog changed), so folders past the watch limit go unnoticed.",
+            registry=self.registry,
+        )
+        self.watch_audit.set(1)
         self.watch_failures = Counter(
             "facesieve_watch_failures",
             "Folders for which adding an inotify watch failed.",

@@ -182,6 +182,9 @@ class Worker:
             pending, self._pending_config = self._pending_config, None
         if pending is not None:
             self.config = pending
+            if applier.places is not None:
+                # The widest bits a copy across filesystems gets: the reloaded ones.
+                applier.places.mode = pending.actions.mode
             # A policy that now requires a gender loads the gender model here.
             analyzer.use_gender(pending.policy.require != "face")
             if applier.ledger is not None:

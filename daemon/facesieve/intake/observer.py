@@ -30,7 +30,7 @@ from ..config import WatchConfig
 from ..logs import get_logger
 from .inbox import Inbox
 
-__all__ = ["InboxObserver", "Settler"]
+__all__ = ["InboxObserver", "Settler", "WatchAuditError"]
 
 
 class Settler:
@@ -191,6 +191,8 @@ class InboxObserver:
         # Folders inotify could not watch, polled instead: folder -> its files' states.
         self.unwatched: dict[Path, dict[Path, tuple[int, int]]] = {}
         self.audit_due = threading.Event()
+        # False once watchdog's internals no longer say which folders are watched.
+        self.audit_available = True
 
     def offer(self, path: Path) -> None:
         if self._inbox.accepts(path):
@@ -228,9 +230,21 @@ class InboxObserver:
         self.audit_due.clear()
         if self._polling:
             return []
-        watched = _watched_folders(self._observer)
-        if watched is None:
+        try:
+            watched = _watched_folders(self._observer)
+        except WatchAuditError as error:
+            # Not a reason to stop guarding, but never a silent one: said once.
+            if self.audit_available:
+                self.audit_available = False
+                self._log.error(
+                    "watch_audit_unavailable",
+                    reason=str(error),
+                    consequence="a folder inotify cannot watch (fs.inotify.max_user_watches) "
+                    "is neither reported nor polled; its files wait for a reconciliation pass",
+                )
             return []
+        if watched is None:
+            return []  # an emitter not started yet: the next audit looks again
         managed = set(self._inbox.folders.managed())
         found = []
         for folder, subfolders, _ in os.walk(self._inbox.root):
@@ -282,8 +296,17 @@ class InboxObserver:
         logging.getLogger("watchdog").removeHandler(self._alarm)
 
 
+class WatchAuditError(Exception):
+    """watchdog's internals are not what the audit reads: it cannot tell what is watched."""
+
+
 def _watched_folders(observer: Any) -> set[bytes] | None:
-    """The folders watchdog's inotify emitters really watch; None if it cannot tell."""
+    """The folders watchdog's inotify emitters really watch; None while one is starting.
+
+    Raises:
+        WatchAuditError: watchdog keeps them elsewhere (an upgrade renamed a private
+            attribute read here).
+    """
     found: set[bytes] = set()
     try:
         for emitter in observer.emitters:
@@ -291,6 +314,15 @@ def _watched_folders(observer: Any) -> set[bytes] | None:
             if group is None:
                 return None
             found.update(group._active_callbacks_by_path)
-    except AttributeError:
-        return None
+    except AttributeError as error:
+        raise WatchAuditError(f"watchdog {_watchdog_version()}: {error}") from error
     return found
+
+
+def _watchdog_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("watchdog")
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"

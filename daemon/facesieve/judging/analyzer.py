@@ -78,6 +78,9 @@ class Analyzer:
         self._detector: Detector | None = None
         self._gender: GenderClassifier | None = None
         self._owner: int | None = None
+        # describe() runs once per judged image: it is worked out again only when the
+        # models it names change (a gender model loaded or switched off by a reload).
+        self._description: tuple[bool, GenderClassifier | None, dict[str, str]] | None = None
 
     @property
     def loaded(self) -> bool:
@@ -85,6 +88,14 @@ class Analyzer:
 
     def describe(self) -> dict[str, str]:
         """Model names and the versions of the packages behind them, for the ledger."""
+        cached = self._description
+        if cached is not None and cached[:2] == (self._wants_gender, self._gender):
+            return dict(cached[2])
+        versions = self._describe()
+        self._description = (self._wants_gender, self._gender, versions)
+        return dict(versions)
+
+    def _describe(self) -> dict[str, str]:
         versions = {
             "detector": self._config.detector,
             "gender": self._config.gender if self._wants_gender else "none",

