@@ -83,7 +83,7 @@ def main() -> int:
     )
     assert server.stdout is not None
     url = server.stdout.readline().strip()
-    assert re.match(r"http://127\.0\.0\.1:\d+/\?token=", url), url
+    assert re.match(r"http://127\.0\.0\.1:\d+/#token=", url), url
 
     latencies: list[float] = []
     keys = 0

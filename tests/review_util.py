@@ -23,11 +23,11 @@ CHROMIUM = os.environ.get("FACESIEVE_CHROMIUM", "/usr/bin/chromium")
 @dataclass
 class Server:
     process: subprocess.Popen[str]
-    url: str  # with the token
+    url: str  # with the token, in the fragment
 
     @property
     def base(self) -> str:
-        return self.url.split("?", 1)[0]
+        return self.url.split("#", 1)[0]
 
     @property
     def token(self) -> str:
@@ -48,7 +48,7 @@ def review_server(*args: str) -> Iterator[Server]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
-        if not re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{40,}", line):
+        if not re.fullmatch(r"http://127\.0\.0\.1:\d+/#token=[\w-]{40,}", line):
             process.kill()
             _, err = process.communicate(timeout=30)
             raise AssertionError(f"facesieve review printed {line!r}; stderr: {err[-3000:]}")

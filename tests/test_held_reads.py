@@ -301,12 +301,12 @@ def test_the_report_follows_no_symlink_planted_in_the_quarantine(
 
 @pytest.fixture
 def review_image(tmp_path: Path) -> tuple[Shown, Any]:
-    from facesieve.people.page import create_app
+    from facesieve.people.page import TOKEN_HEADER, create_app
 
     shown = _shown(tmp_path, "review")
     token = "t" * 40
     client = create_app(Config(**_BUDGET), shown.folders, token, "tester").test_client()  # type: ignore[arg-type]
-    return shown, lambda row_id: client.get(f"/image/{row_id}?token={token}")
+    return shown, lambda row_id: client.get(f"/image/{row_id}", headers={TOKEN_HEADER: token})
 
 
 @pytest.mark.data

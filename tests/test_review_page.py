@@ -158,11 +158,14 @@ def test_no_token_no_page_and_no_decision(scanned: ResolvedFolders) -> None:
     with review_server(str(scanned.root)) as server:
         base, token = server.base, server.token
         assert _status(server.url) == 200
-        assert _status(f"{base}api/queue?token={token}") == 200
-        assert _status(base) == 403
+        assert _status(base) == 200  # the bare page: no data, no token in it
+        assert _status(f"{base}api/queue", headers={"X-Facesieve-Token": token}) == 200
+        # Only the header: the token in the query string (or a cookie) opens nothing.
+        assert _status(f"{base}api/queue?token={token}") == 403
         assert _status(f"{base}api/queue") == 403
         assert _status(f"{base}api/queue?token=wrong{token}") == 403
         assert _status(f"{base}image/{queue[0].id}") == 403
+        assert _status(f"{base}image/{queue[0].id}?token={token}") == 403
         # A POST needs the token in its header: in the URL (a cross-site form) is not enough.
         assert _status(f"{base}api/decide?token={token}", "POST") == 403
         assert _status(f"{base}api/decide", "POST", {"X-Facesieve-Token": "x" * 43}) == 403

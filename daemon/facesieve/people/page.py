@@ -7,10 +7,14 @@ Each key is one POST; the decision itself is `settle.py`'s (crash-safe move,
 pending/done ledger rows, one transaction against a second page or process).
 
 Served by Flask on werkzeug's threaded server, loopback only unless
-`[review] allow_remote`. Every request needs the random token printed on start
-(in the URL, as Jupyter does; the page then holds it in a SameSite=Lax,
-HttpOnly cookie); without it: 403. A POST needs the token in the
-`X-Facesieve-Token` header as well, which a cross-site form cannot send (CSRF).
+`[review] allow_remote`. The random token printed on start rides in the URL's
+fragment (`#token=...`), which a browser never sends to any server; the page's
+script keeps it (in memory and in its origin's localStorage) and sends it in the
+`X-Facesieve-Token` header of every call and image fetch. Every request but the
+bare page and its script needs that header; without it: 403. No cookie: a
+browser sends cookies to every port of the host, so another local user's server
+on another loopback port would receive one. A header is also what a cross-site
+form or image cannot send (CSRF), and no CORS preflight is answered.
 Image bytes from the review folder never reach the browser as they are: they are
 decoded and re-encoded as JPEG, so only pixels cross.
 """
@@ -53,7 +57,8 @@ from .restore import add_folder_argument
 __all__ = ["TOKEN_HEADER", "configure_review", "create_app", "run_review", "url_of"]
 
 TOKEN_HEADER = "X-Facesieve-Token"  # noqa: S105 - a header name, not a secret
-_COOKIE = "facesieve_review"
+# The bare page and its script: the same static text for everyone, no data, no token.
+_PUBLIC = frozenset({"page", "script"})
 _IMAGE_SIDE = 1600  # longest side sent to the browser
 _TICK = 0.25
 
@@ -63,15 +68,15 @@ def _static(name: str) -> str:
     return resources.files(__package__).joinpath("static", name).read_text(encoding="utf-8")
 
 
-# The page's own style is inline (the CSP allows no style sheet from anywhere);
-# `{{TOKEN}}` is filled per response.
+# The page's own style is inline (the CSP allows no style sheet from anywhere).
 _PAGE = _static("review.html").replace("{{STYLE}}", _static("review.css"))
 _JS = _static("review.js")
 
 
 def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -> Flask:
     """The review page's WSGI app for one ledger; `token` guards every request."""
-    app = Flask("facesieve.people.page")
+    # No static route: the page's files are served by the two routes below only.
+    app = Flask("facesieve.people.page", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
     decide_lock = threading.Lock()  # one decision at a time in this process
     log = get_logger()
@@ -94,12 +99,16 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
 
     @app.before_request
     def _guard() -> Response | None:
-        if request.method == "POST":
-            # The header, not the cookie: a cross-site form sends cookies, never headers.
-            allowed = _given(request.headers.get(TOKEN_HEADER))
-        else:
-            allowed = _given(request.args.get("token")) or _given(request.cookies.get(_COOKIE))
-        if not allowed:
+        if request.method == "OPTIONS":
+            # A CORS preflight is never answered: another origin (another port of this
+            # host, too) cannot get leave to send the header.
+            log.warning("review_refused", path=request.path, method=request.method)
+            return _error(405, "no CORS here")
+        if request.endpoint in _PUBLIC:
+            return None
+        # Only the header: no cookie, no query string, nothing a browser would send
+        # on its own to this port, or to another.
+        if not _given(request.headers.get(TOKEN_HEADER)):
             log.warning("review_refused", path=request.path, method=request.method)
             return _error(403, "a valid token is needed: use the URL facesieve review printed")
         return None
@@ -108,7 +117,7 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     def _headers(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-            "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'"
         )
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -120,12 +129,8 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
 
     @app.get("/")
     def page() -> Response:
-        response = Response(_PAGE.replace("{{TOKEN}}", token), mimetype="text/html")
-        # Lax, not Strict: the report's links (another site, a file) must reach the
-        # page. Lax cookies ride only on top-level GETs, which change nothing; a POST
-        # needs the header besides.
-        response.set_cookie(_COOKIE, token, httponly=True, samesite="Lax")
-        return response
+        # The same text for everyone: the token is in the URL's fragment, read by the script.
+        return Response(_PAGE, mimetype="text/html")
 
     @app.get("/app.js")
     def script() -> Response:
@@ -154,8 +159,10 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         # Face boxes are in the original's pixels; the page scales them by these.
         response.headers["X-Image-Width"] = str(decoded.width)
         response.headers["X-Image-Height"] = str(decoded.height)
-        response.headers["Access-Control-Expose-Headers"] = "X-Image-Width, X-Image-Height"
         response.headers["Cache-Control"] = "private, max-age=600"
+        # A cached image answers only a request with the same header: a page on another
+        # port of this host (the same site, so the same cache) fetching it gets a 403.
+        response.headers["Vary"] = TOKEN_HEADER
         return response
 
     @app.post("/api/decide")
@@ -230,7 +237,8 @@ def _item(decision: LedgerRow) -> dict[str, Any]:
 
 def url_of(host: str, port: int, token: str) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/?token={token}"
+    # The fragment: never sent to a server, nor in a Referer; the page's script reads it.
+    return f"http://{shown}:{port}/#token={token}"
 
 
 # -- the command ---------------------------------------------------------------------

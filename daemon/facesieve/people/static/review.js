@@ -1,7 +1,8 @@
 
 (function () {
   'use strict';
-  var token = document.querySelector('meta[name=facesieve-token]').content;
+  var STORED = 'facesieve-review-token';
+  var token = takeToken();
   var body = document.body;
   var queue = [];        // items waiting, the shown one first
   var undoable = [];     // {item, verdict_id} of this page's decisions, latest last
@@ -10,9 +11,38 @@
   var decided = 0;
   var $ = function (id) { return document.getElementById(id); };
 
+  // The token comes in the URL's fragment (never sent to a server) and leaves only in
+  // the X-Facesieve-Token header of this origin's requests. It is kept in this
+  // origin's localStorage (scheme, host and port: no other port reads it) so that the
+  // report's links (#id=N) reach the page in a browser that opened the printed URL;
+  // the fragment is then taken out of the address bar and the history.
+  function takeToken() {
+    var fragment = new URLSearchParams(location.hash.slice(1));
+    var given = fragment.get('token');
+    if (!given) {
+      try { return localStorage.getItem(STORED) || ''; } catch (e) { return ''; }
+    }
+    try { localStorage.setItem(STORED, given); } catch (e) { /* memory only */ }
+    fragment.delete('token');
+    var rest = fragment.toString();
+    history.replaceState(null, '', location.pathname + location.search + (rest ? '#' + rest : ''));
+    return given;
+  }
+
+  function refused() {
+    try { localStorage.removeItem(STORED); } catch (e) { /* nothing kept */ }
+    body.setAttribute('data-state', 'refused');
+  }
+
+  // No cookie is sent or needed: the header is the only credential.
+  function authorised(options) {
+    options.headers = {'X-Facesieve-Token': token};
+    options.credentials = 'omit';
+    return options;
+  }
+
   function api(method, path, data) {
-    var options = {method: method, headers: {}, credentials: 'same-origin'};
-    options.headers['X-Facesieve-Token'] = token;
+    var options = authorised({method: method});
     if (data !== undefined) {
       options.headers['Content-Type'] = 'application/json';
       options.body = JSON.stringify(data);
@@ -26,7 +56,7 @@
 
   function picture(item) {
     if (!pictures[item.id]) {
-      pictures[item.id] = fetch('image/' + item.id, {credentials: 'same-origin'})
+      pictures[item.id] = fetch('image/' + item.id, authorised({}))
         .then(function (response) {
           if (!response.ok) { throw new Error('image ' + response.status); }
           var width = Number(response.headers.get('X-Image-Width'));
@@ -207,11 +237,16 @@
 
   function load() {
     return api('GET', 'api/queue').then(function (result) {
+      if (result.status === 403) {
+        refused();
+        say('this page needs the URL facesieve review printed, with its #token=', true);
+        return;
+      }
       if (!result.ok) { say(result.json.error || 'cannot load the queue', true); return; }
       $('who').textContent = result.json.who;
       queue = result.json.items;
       // #id=N (the report's links) shows that file first.
-      var wanted = /id=(\d+)/.exec(location.hash);
+      var wanted = /(?:^#|&)id=(\d+)/.exec(location.hash);
       var at = wanted ? queue.findIndex(function (i) { return i.id === Number(wanted[1]); }) : -1;
       if (at > 0) { queue.unshift(queue.splice(at, 1)[0]); }
       return show();
