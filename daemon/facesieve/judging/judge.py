@@ -31,7 +31,7 @@ from ..errors import (
     UnreadableImageError,
 )
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal, open_path
-from ..ledger.store import policy_fingerprint
+from ..ledger.store import LedgerRow, policy_fingerprint
 from ..logs import get_logger
 from .analyzer import MAX_BATCH, FaceModel
 from .decoder import shared_decoder
@@ -114,14 +114,29 @@ class Seen:
     ino: int | None = None
     ctime_ns: int | None = None
 
-    def same_stat(self, identity: Identity) -> bool:
-        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
-            identity.dev,
-            identity.ino,
-            identity.size,
-            identity.mtime_ns,
-            identity.ctime_ns,
+    @classmethod
+    def of_row(cls, row: LedgerRow) -> Seen:
+        """What a ledger row knew of its file: every engine asks the ledger this way."""
+        return cls(
+            row.size,
+            row.mtime_ns,
+            row.sha256,
+            f"ledger #{row.id}",
+            dev=row.dev,
+            ino=row.ino,
+            ctime_ns=row.ctime_ns,
         )
+
+    @property
+    def identity(self) -> Identity | None:
+        """The file's identity as recorded; None in rows from before inodes were."""
+        if self.dev is None or self.ino is None or self.ctime_ns is None:
+            return None
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
+    def same_stat(self, identity: Identity) -> bool:
+        """Whether a stat proves the bytes untouched: the one "already decided?" rule."""
+        return self.identity == identity
 
     def same_content(self, sha256: str, dev: int, ino: int) -> bool:
         """Same bytes, and the same inode unless the row predates inodes in the ledger."""
