@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FileTooLargeError, ImageAccessError, UnreadableImageError
+from ..intake.safefs import Identity
 
 __all__ = [
     "DecodedImage",
@@ -54,6 +55,11 @@ class RawFile:
     ctime_ns: int = 0
     dev: int = 0
     ino: int = 0
+
+    @property
+    def identity(self) -> Identity:
+        """The inode and times of the bytes read, as one value."""
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)

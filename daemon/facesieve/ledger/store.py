@@ -172,15 +172,16 @@ class LedgerRow:
             return None
         return self.dev, self.ino
 
+    @property
+    def identity(self) -> Identity | None:
+        """The file judged or restored, as one value; None in rows from before v4."""
+        if self.dev is None or self.ino is None or self.ctime_ns is None:
+            return None
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
     def same_identity(self, identity: Identity) -> bool:
         """Whether a file's stat proves it untouched since this row: inode, size and times."""
-        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
-            identity.dev,
-            identity.ino,
-            identity.size,
-            identity.mtime_ns,
-            identity.ctime_ns,
-        )
+        return self.identity == identity
 
     @property
     def is_restore(self) -> bool:
