@@ -41,7 +41,7 @@ from ..config import ActionsConfig, Config, ResolvedFolders
 from ..errors import ConfigError, LedgerError, WorkerError
 from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..ledger.shards import ShardLock, id_base, shard_of, shard_path
-from ..ledger.store import Ledger
+from ..ledger.store import Ledger, writer_lock
 from ..logs import configure_logging, get_logger
 from .base import Dispatch, JudgingEngine, applier_for, held_lstat, run
 from .pool import default_workers, load_judge, not_judged, portable_error
@@ -337,7 +337,16 @@ def scan_on_ray(
     Raises `ModelLoadError` (exit 4) when an actor cannot load its models, before
     acting on anything, if no actor could.
     """
-    owners = _take_shards(config, folders, options, dry_run=dry_run)
+    # Every writer takes the plain ledger's lock: shared here, so that shard owners
+    # share a tree, while a `watch` or a local `scan` (exclusive) is refused beside
+    # this run, and this run beside them (LedgerBusyError: exit 5).
+    plain_lock = None if dry_run else writer_lock(folders.ledger, shared=True)
+    try:
+        owners = _take_shards(config, folders, options, dry_run=dry_run)
+    except BaseException:
+        if plain_lock is not None:
+            os.close(plain_lock)
+        raise
     # Files a local scan of this tree decided are known to a Ray scan too.
     plain = None if dry_run or not folders.ledger.is_file() else Ledger(folders.ledger)
     shards = _ShardOwners(owners, plain, options.shards)
@@ -357,6 +366,8 @@ def scan_on_ray(
             owner.close()
         if plain is not None:
             plain.close()
+        if plain_lock is not None:
+            os.close(plain_lock)
 
 
 def _judged(

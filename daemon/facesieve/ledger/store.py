@@ -48,6 +48,7 @@ __all__ = [
     "LedgerRow",
     "models_fingerprint",
     "policy_fingerprint",
+    "writer_lock",
 ]
 
 _SCHEMA_VERSION = 4
@@ -211,6 +212,58 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def writer_lock(ledger: Path, *, shared: bool = False) -> int:
+    """Take the writers' lock beside `ledger` (`<ledger>.lock`); the caller closes the fd.
+
+    Exclusive for a writer of the plain ledger (`scan`, `watch`); `shared` for a Ray
+    scan, which records in shards it locks one by one: shard owners may share the
+    tree, but none of them runs beside a plain writer, nor a plain writer beside one.
+    Opened below the state folder's descriptor, without following a symlink.
+
+    Raises:
+        LedgerBusyError: another writer holds it (the message names its pid).
+        UnsafeFolderError: the folder is a symlink or someone else's, or the ledger
+            is not a regular file of this user.
+        LedgerError: the lock cannot be opened.
+    """
+    from ..acting.moves import open_state_folder  # the one module that creates folders
+
+    lock = ledger.name + ".lock"
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        folder = open_state_folder(ledger.parent)
+    except OSError as error:
+        raise LedgerError(f"cannot open {ledger.parent}: {error}") from error
+    try:
+        info = os.stat(ledger.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (os.geteuid(), 0):
+            os.close(folder)
+            raise UnsafeFolderError(
+                f"{ledger} is not a regular file of this user: refusing to write to it"
+            )
+    try:
+        fd = os.open(lock, flags, 0o600, dir_fd=folder)
+    except OSError as error:
+        raise LedgerError(f"cannot open the lock {ledger}.lock: {error}") from error
+    finally:
+        os.close(folder)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LedgerBusyError(
+            f"{ledger} is in use by another scan or watch (pid {holder}); "
+            "one writer at a time: wait for it, or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class Ledger:
     """One SQLite connection; like the analyzer, owned by one thread.
 
@@ -306,42 +359,7 @@ class Ledger:
         Two writers would judge the same files at once and record them twice; a
         second `scan`, or a `scan` beside a `watch`, is refused instead.
         """
-        from ..acting.moves import open_state_folder  # the one module that creates folders
-
-        lock = self.path.name + ".lock"
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            folder = open_state_folder(self.path.parent)
-        except OSError as error:
-            raise LedgerError(f"cannot open {self.path.parent}: {error}") from error
-        try:
-            ledger = os.stat(self.path.name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(ledger.st_mode) or ledger.st_uid not in (os.geteuid(), 0):
-                os.close(folder)
-                raise UnsafeFolderError(
-                    f"{self.path} is not a regular file of this user: refusing to write to it"
-                )
-        try:
-            fd = os.open(lock, flags, 0o600, dir_fd=folder)
-        except OSError as error:
-            raise LedgerError(f"cannot open the lock {self.path}.lock: {error}") from error
-        finally:
-            os.close(folder)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LedgerBusyError(
-                f"{self.path} is in use by another scan or watch (pid {holder}); "
-                "one writer at a time: wait for it, or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = writer_lock(self.path)
 
     def close(self) -> None:
         self._db.close()
