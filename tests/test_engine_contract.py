@@ -144,3 +144,14 @@ def test_every_engine_honours_the_same_rules(
     assert str(inbox / "linked" / "cat.jpg") not in verdicts
     # Nothing else was judged again: every other file is known.
     assert set(verdicts) == {str(target), str(fresh)}
+
+
+def test_the_attack_list_covers_every_engine() -> None:
+    """A new engine joins the parametrization above, or this fails."""
+    from facesieve.engines.base import JudgingEngine
+    from facesieve.engines.local import Engine
+    from facesieve.engines.pool import PoolEngine
+    from facesieve.engines.ray import RayEngine
+
+    assert set(JudgingEngine.__subclasses__()) == {Engine, PoolEngine, RayEngine}
+    assert {p.id for p in _ENGINES} == {"local", "pool", "default", "ray"}
