@@ -29,7 +29,7 @@ from .test_engines import _records, _scan, ray_address  # noqa: F401 - the sessi
 pytestmark = [pytest.mark.data, pytest.mark.models, pytest.mark.slow]
 
 _FILES = 64  # the default engine starts a pool from this many files on
-_GRACE = 4.0  # [images] unreadable_grace_seconds for these scans
+_GRACE = 15.0  # [images] unreadable_grace_seconds: longer than a Ray round trip
 _ENGINES = [
     pytest.param(["--workers", "1"], id="local"),
     pytest.param(["--workers", "2"], id="pool"),
