@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config, load_config
 from .errors import FacesieveError, FileTooLargeError
+from .intake.safefs import Identity
 from .judging.images import RawFile
 from .judging.judge import Judgement, NotJudged, Read, Status, judge, judge_read
 from .judging.policy import Verdict
@@ -162,11 +163,7 @@ class Sieve:
         return Read(
             path=raw.path,
             sha256=hashlib.sha256(raw.data).hexdigest(),
-            size=raw.size,
-            mtime_ns=0,
-            ctime_ns=0,
-            dev=0,
-            ino=0,
+            identity=Identity(0, 0, raw.size, 0, 0),
             mode=0,
             image=None,
             unreadable_reason=f"too large: {error}",

@@ -114,15 +114,7 @@ class Applier:
             # A restore or a person's verdict half-way: its row holds the inode it
             # moves, which a copy across filesystems does not keep; the bytes tell.
             return Seen(row.size, row.mtime_ns, row.sha256, f"ledger #{row.id}")
-        return Seen(
-            row.size,
-            row.mtime_ns,
-            row.sha256,
-            f"ledger #{row.id}",
-            dev=row.dev,
-            ino=row.ino,
-            ctime_ns=row.ctime_ns,
-        )
+        return Seen.of_row(row)
 
     def apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
         """Act on one judgement as `actions` says, record it, and log it. Never raises
@@ -170,9 +162,7 @@ class Applier:
         if self.dry_run:
             return outcome
         assert self.places is not None
-        judged = Identity(
-            judgement.dev, judgement.ino, judgement.size, judgement.mtime_ns, judgement.ctime_ns
-        )
+        judged = judgement.identity
         young = self.unreadable_grace - (time.time_ns() - judgement.ctime_ns) / 1e9
         if verdict is Verdict.UNREADABLE and young > 0:
             # Maybe an upload written in pieces: look again, never act on a piece.

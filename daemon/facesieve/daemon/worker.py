@@ -42,7 +42,7 @@ class Worker:
         inbox: Inbox,
         make_analyzer: Callable[[Config], FaceModel],
         *,
-        defer: Callable[[list[Path]], None],
+        defer: Callable[[list[Path], float], None],
         metrics: Metrics | None = None,
         dry_run: bool = False,
     ) -> None:
@@ -208,8 +208,9 @@ class Worker:
             self.heartbeat = time.monotonic()
             if outcome.status is Status.DEFERRED:
                 # Changed while judged, or unreadable while young: looked at again
-                # once it has been quiet for settle_seconds.
-                self._defer([outcome.path])
+                # once it has been quiet for settle_seconds, and not before its
+                # retry_in (a young unreadable file is not decoded again every tick).
+                self._defer([outcome.path], outcome.retry_in or 0.0)
 
     def _not_seen_dry(self, paths: Iterable[Path]) -> Iterator[Path]:
         """Dry run: the ledger's memory of what was judged, kept in memory instead."""
@@ -251,7 +252,7 @@ class Worker:
             seconds=round(time.monotonic() - started, 2),
         )
         if young:
-            self._defer(young)
+            self._defer(young, 0.0)
 
     def _count(self, outcome: Outcome) -> None:
         if outcome.status is Status.DECIDED and outcome.verdict is not None:

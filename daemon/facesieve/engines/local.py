@@ -1,7 +1,9 @@
-"""The one-shot composition of judge and apply: one file in, one recorded decision out.
+"""The in-process engine, and the one-shot composition of judge and apply.
 
-`check`, `scan` and `eval` use it; the daemon's worker composes the same two steps
-itself (`worker.py`), so that it can swap the policy between batches.
+`scan --workers 1` judges through it (`judge`, the engine contract of `base`);
+`check` and `eval` use `process` and `process_many`: one file in, one recorded
+decision out. The daemon's worker composes the same two steps itself
+(`worker.py`), so that it can swap the policy between batches.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..acting.apply import Applier, Outcome
+from ..acting.apply import Outcome
 from ..config import Config, ResolvedFolders
 from ..judging.analyzer import MAX_BATCH, FaceModel
-from ..judging.judge import judge, judge_many
+from ..judging.judge import Judgement, NotJudged, Seen, judge, judge_many
 from ..ledger.store import Ledger, LedgerRow
+from .base import Dispatch, JudgingEngine, applier_for
 
 __all__ = ["Engine"]
 
 
-class Engine:
+class Engine(JudgingEngine):
     """Judges files with one analyzer and, unless `folders` is None, acts on them.
 
     Like the analyzer and the ledger it holds, an engine belongs to one thread.
@@ -37,17 +40,31 @@ class Engine:
     ) -> None:
         self.config = config
         self.analyzer = analyzer
-        self.applier = Applier(
-            folders=folders,
-            ledger=ledger,
-            dry_run=dry_run,
-            rejudge=rejudge,
-            unreadable_grace=config.images.unreadable_grace_seconds,
-            mode=config.actions.mode,
-        )
+        self.applier = applier_for(config, folders, ledger, dry_run=dry_run, rejudge=rejudge)
 
     def close(self) -> None:
         self.applier.close()
+
+    def judge(
+        self, items: Iterable[Dispatch], should_stop: Callable[[], bool]
+    ) -> Iterator[Judgement | NotJudged]:
+        """The engine contract: judged here, read ahead and batched, on this thread."""
+        seen: dict[Path, Seen | None] = {}  # what the ledger saw, as the items say
+
+        def paths() -> Iterator[Path]:
+            for path, known in items:
+                seen[path] = known
+                yield path
+
+        config = self.config
+        return judge_many(
+            paths(),
+            self.analyzer,
+            config.policy,
+            config.images,
+            should_stop=should_stop,
+            seen=seen.get,
+        )
 
     def process(self, path: Path) -> Outcome:
         """Judge one file and, with folders set, act on it and record the decision."""

@@ -29,7 +29,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import stat
 import sys
 import time
 from collections import deque
@@ -42,8 +41,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import WorkerError
 from ..logs import configure_logging, get_logger
+from .base import Dispatch, JudgingEngine
 
-__all__ = ["JudgeFactory", "JudgePool", "default_workers", "portable_error"]
+__all__ = ["JudgeFactory", "JudgePool", "PoolEngine", "default_workers", "portable_error"]
 
 R = TypeVar("R")
 
@@ -415,7 +415,6 @@ class JudgePool(Generic[R]):
 # -- facesieve's own judge, for the pool and for Ray actors -------------------------------
 
 if TYPE_CHECKING:
-    from ..acting.apply import Applier, Outcome
     from ..config import Config
     from ..judging.judge import Judgement, NotJudged, Seen
 
@@ -453,89 +452,42 @@ def not_judged(path: Path, reason: str) -> NotJudged:
     return NotJudged(path, Status.ERROR, reason)
 
 
-def settle(path: Path, seen: Callable[[Path], Seen | None]) -> tuple[Path, Seen | None] | NotJudged:
-    """The owner's look at a file before it is sent anywhere to be judged.
+class PoolEngine(JudgingEngine):
+    """The engine contract on `workers` processes: paths out, judgements back, in order.
 
-    Settled here, without a trip: a symlink, a file that is not regular, one gone,
-    and a file the ledger decided and left in place with the size and mtime it has
-    now (`seen`: what the ledger saw at a path). Any other file goes out with what
-    the ledger saw, so that the judge can still call it known by its content.
+    The pool starts on the first batch that has work (a rescan of a folder already
+    decided starts none) and serves every retry round of the run; `close` stops it.
+    Raises what a worker's model load raised (`ModelLoadError`) before any result.
     """
-    from ..judging.judge import NotJudged, Status
 
-    absolute = Path(os.path.abspath(path))
-    try:
-        info = os.lstat(absolute)
-    except FileNotFoundError:
-        return NotJudged(absolute, Status.SKIPPED, "vanished before it was judged")
-    except OSError:
-        return (absolute, seen(absolute))  # the judge reports it properly
-    if stat.S_ISLNK(info.st_mode):
-        return NotJudged(absolute, Status.SKIPPED, "symlink: never followed")
-    if not stat.S_ISREG(info.st_mode):
-        return NotJudged(absolute, Status.SKIPPED, "not a regular file")
-    known = seen(absolute)
-    if known is not None and (info.st_size, info.st_mtime_ns) == (known.size, known.mtime_ns):
-        return NotJudged(absolute, Status.KNOWN, f"already decided ({known.source})")
-    return (absolute, known)
+    def __init__(self, config: Config, *, workers: int, log_level: str = "warning") -> None:
+        self._config = config
+        self._workers = workers
+        self._log_level = log_level
+        self._pool: JudgePool[Judgement | NotJudged] | None = None
 
+    def judge(
+        self, items: Iterable[Dispatch], should_stop: Callable[[], bool]
+    ) -> Iterator[Judgement | NotJudged]:
+        for _, result in self._started().judge_with(items, should_stop=should_stop):
+            yield result
 
-def scan_with_workers(
-    config: Config,
-    applier: Applier,
-    paths: Iterable[Path],
-    *,
-    workers: int,
-    should_stop: Callable[[], bool] = lambda: False,
-    log_level: str = "warning",
-) -> Iterator[Outcome]:
-    """Judge `paths` on `workers` processes and apply each judgement here, in order.
+    def _started(self) -> JudgePool[Judgement | NotJudged]:
+        if self._pool is None:
+            from ..judging.analyzer import MAX_BATCH
 
-    Raises what a worker's model load raised (`ModelLoadError`) before any file
-    is touched. The applier (and its ledger) stays in this process and thread.
-    """
-    from ..judging.analyzer import MAX_BATCH
+            pool: JudgePool[Judgement | NotJudged] = JudgePool(
+                load_judge,
+                self._config,
+                workers=self._workers,
+                on_crash=not_judged,
+                batch=MAX_BATCH,
+                log_level=self._log_level,
+            )
+            self._pool = pool.__enter__()
+        return self._pool
 
-    settled: deque[NotJudged] = deque()
-    remaining = iter(paths)
-    first: tuple[Path, Seen | None] | None = None
-    # Files the ledger settles need no worker: a rescan of a folder already decided
-    # starts none.
-    for path in remaining:
-        item = settle(path, applier.seen)
-        if isinstance(item, tuple):
-            first = item
-            break
-        yield applier.apply(item, config.actions)
-        if should_stop():
-            return
-    if first is None:
-        return
-
-    def to_judge() -> Iterator[tuple[Path, Seen | None]]:
-        assert first is not None
-        yield first
-        for path in remaining:
-            item = settle(path, applier.seen)
-            if isinstance(item, tuple):
-                yield item
-            else:
-                settled.append(item)
-
-    pool: JudgePool[Judgement | NotJudged] = JudgePool(
-        load_judge,
-        config,
-        workers=workers,
-        on_crash=not_judged,
-        batch=MAX_BATCH,
-        log_level=log_level,
-    )
-    with pool:
-        for _, result in pool.judge_with(to_judge(), should_stop=should_stop):
-            while settled:
-                yield applier.apply(settled.popleft(), config.actions)
-            if should_stop():
-                return
-            yield applier.apply(result, config.actions)
-    while settled and not should_stop():
-        yield applier.apply(settled.popleft(), config.actions)
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -1,7 +1,7 @@
 """`facesieve scan DIR --engine ray`: judging on a Ray cluster, acting by shard.
 
 The driver (this process) lists the files, settles those the ledger already
-decided (unchanged size and mtime) without starting anything, and sends the rest
+decided (the same identity: `base.prefilter`) without starting anything, and sends the rest
 as paths, never bytes, to a Ray Data pipeline whose only stage is an actor pool of
 judges. Each actor loads the configured models once and reads with facesieve's own
 reader (no symlink followed, size capped); an actor only judges, so Ray's retries
@@ -22,7 +22,6 @@ processes even if the driver is killed outright.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -31,20 +30,21 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..acting.apply import Applier, Outcome
-from ..config import Config, ResolvedFolders
+from ..config import ActionsConfig, Config, ResolvedFolders
 from ..errors import ConfigError, LedgerError, WorkerError
 from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..ledger.shards import ShardLock, id_base, shard_of, shard_path
-from ..ledger.store import Ledger
+from ..ledger.store import Ledger, writer_lock
 from ..logs import configure_logging, get_logger
-from .pool import default_workers, load_judge, not_judged, portable_error, settle
+from .base import Dispatch, JudgingEngine, applier_for, held_lstat, run
+from .pool import default_workers, load_judge, not_judged, portable_error
 from .reaper import stop_stale
 
 __all__ = ["RayOptions", "scan_on_ray"]
@@ -115,7 +115,6 @@ class _Owner:
     applier: Applier
     ledger: Ledger | None
     lock: ShardLock | None
-    applied: set[bytes] = field(default_factory=set)
 
     def close(self) -> None:
         if self.ledger is not None:
@@ -125,7 +124,7 @@ class _Owner:
 
 
 def _take_shards(
-    folders: ResolvedFolders, options: RayOptions, *, dry_run: bool
+    config: Config, folders: ResolvedFolders, options: RayOptions, *, dry_run: bool
 ) -> dict[int, _Owner]:
     """Lock, open and recover every shard this run may own; others are left alone."""
     log = get_logger()
@@ -136,7 +135,8 @@ def _take_shards(
             if options.own_shards is not None and index not in options.own_shards:
                 continue
             if dry_run:
-                owners[index] = _Owner(index, Applier(folders=folders, dry_run=True), None, None)
+                applier = applier_for(config, folders, None, dry_run=True)
+                owners[index] = _Owner(index, applier, None, None)
                 continue
             file = shard_path(folders.ledger, index)
             lock = ShardLock(file)
@@ -148,7 +148,7 @@ def _take_shards(
             except LedgerError:
                 lock.release()
                 raise
-            owner = _Owner(index, Applier(folders=folders, ledger=ledger), ledger, lock)
+            owner = _Owner(index, applier_for(config, folders, ledger), ledger, lock)
             owners[index] = owner
             recovered = owner.applier.recover()
             if recovered:
@@ -238,6 +238,91 @@ class _Cluster:
                 self._reaper = None
 
 
+class _ShardOwners:
+    """The owners of this run's shards, as one `base.Owner`: each file's decisions are
+    looked up, and its judgement applied, in the shard that owns it."""
+
+    def __init__(self, owners: dict[int, _Owner], plain: Ledger | None, shards: int) -> None:
+        self._owners = owners
+        self._plain = plain
+        self._shards = shards
+
+    def owned(self, paths: Iterable[Path]) -> Iterator[Path]:
+        """The files of this run's shards; another owner's are its business."""
+        others = 0
+        for path in paths:
+            absolute = Path(os.path.abspath(path))
+            if shard_of(absolute, self._shards) in self._owners:
+                yield absolute
+            else:
+                others += 1
+        if others:
+            get_logger().warning("files_of_other_owners", files=others)
+
+    def lstat(self) -> Callable[[Path], os.stat_result | None]:
+        first = next(iter(self._owners.values()), None)
+        return held_lstat(first.applier) if first is not None else lambda _: None
+
+    def seen(self, path: Path) -> Seen | None:
+        """The latest decision that left the file in place, in its shard or in the plain
+        ledger of earlier local scans of the tree."""
+        owner = self._owners[shard_of(path, self._shards)]
+        rows = [
+            row
+            for ledger in (owner.ledger, self._plain)
+            if ledger is not None and (row := ledger.last_done(path)) is not None
+        ]
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: (r.decided_at, r.id))
+        return Seen.of_row(row) if row.left_in_place else None
+
+    def apply(self, result: Judgement | NotJudged, actions: ActionsConfig) -> Outcome:
+        return self._owners[shard_of(result.path, self._shards)].applier.apply(result, actions)
+
+
+class RayEngine(JudgingEngine):
+    """The engine contract on a Ray cluster: paths out to an actor pool, judgements back.
+
+    The cluster is started (or joined) on the first round that has work, and serves
+    every retry round of the run; `close` stops a cluster it started.
+    """
+
+    def __init__(self, config: Config, options: RayOptions, state: Path) -> None:
+        self._config = config
+        self._options = options
+        self._state = state
+        self._cluster: _Cluster | None = None
+
+    def judge(
+        self, items: Iterable[Dispatch], should_stop: Callable[[], bool]
+    ) -> Iterator[Judgement | NotJudged]:
+        pending = [
+            {"path": os.fsencode(path), "seen": b"" if seen is None else pickle.dumps(seen)}
+            for path, seen in items
+        ]
+        if not pending or should_stop():
+            return
+        if self._cluster is None:
+            self._cluster = _Cluster(self._options.address, self._state).__enter__()
+        returned: set[bytes] = set()
+        for result in _judged(self._config, pending, self._cluster, self._options):
+            key = os.fsencode(result.path)
+            if key in returned:
+                # Ray re-ran a batch whose first results had already arrived: judged
+                # twice, acted on once.
+                get_logger().warning("duplicate_result", path=str(result.path))
+                yield NotJudged(result.path, Status.KNOWN, "judged twice; acted on once")
+                continue
+            returned.add(key)
+            yield result
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            cluster.__exit__()
+
+
 def scan_on_ray(
     config: Config,
     folders: ResolvedFolders,
@@ -252,55 +337,37 @@ def scan_on_ray(
     Raises `ModelLoadError` (exit 4) when an actor cannot load its models, before
     acting on anything, if no actor could.
     """
-    log = get_logger()
-    owners = _take_shards(folders, options, dry_run=dry_run)
+    # Every writer takes the plain ledger's lock: shared here, so that shard owners
+    # share a tree, while a `watch` or a local `scan` (exclusive) is refused beside
+    # this run, and this run beside them (LedgerBusyError: exit 5).
+    plain_lock = None if dry_run else writer_lock(folders.ledger, shared=True)
+    try:
+        owners = _take_shards(config, folders, options, dry_run=dry_run)
+    except BaseException:
+        if plain_lock is not None:
+            os.close(plain_lock)
+        raise
     # Files a local scan of this tree decided are known to a Ray scan too.
     plain = None if dry_run or not folders.ledger.is_file() else Ledger(folders.ledger)
+    shards = _ShardOwners(owners, plain, options.shards)
+    engine = RayEngine(config, options, folders.state)
     try:
-        pending: list[dict[str, bytes]] = []
-        others = 0
-        for path in paths:
-            absolute = Path(os.path.abspath(path))
-            owner = owners.get(shard_of(absolute, options.shards))
-            if owner is None:
-                others += 1  # another owner's shard: its files are its business
-                continue
-            item = settle(absolute, functools.partial(_seen, owner, plain))
-            if isinstance(item, NotJudged):
-                yield owner.applier.apply(item, config.actions)
-            else:
-                seen = b"" if item[1] is None else pickle.dumps(item[1])
-                pending.append({"path": os.fsencode(absolute), "seen": seen})
-        if others:
-            log.warning("files_of_other_owners", files=others)
-        if not pending or should_stop():
-            return
-        with _Cluster(options.address, folders.state) as cluster:
-            for result in _judged(config, pending, cluster, options):
-                if should_stop():
-                    return
-                yield _apply(owners, result, options, config)
+        yield from run(
+            engine,
+            shards,
+            shards.owned(paths),
+            config.actions,
+            lstat=shards.lstat(),
+            should_stop=should_stop,
+        )
     finally:
+        engine.close()
         for owner in owners.values():
             owner.close()
         if plain is not None:
             plain.close()
-
-
-def _seen(owner: _Owner, plain: Ledger | None, path: Path) -> Seen | None:
-    """The latest decision that left the file in place, in its shard or in the plain
-    ledger of earlier local scans of the tree."""
-    rows = [
-        row
-        for ledger in (owner.ledger, plain)
-        if ledger is not None and (row := ledger.last_done(path)) is not None
-    ]
-    if not rows:
-        return None
-    row = max(rows, key=lambda r: (r.decided_at, r.id))
-    if not row.left_in_place:
-        return None
-    return Seen(row.size, row.mtime_ns, row.sha256, f"ledger #{row.id}")
+        if plain_lock is not None:
+            os.close(plain_lock)
 
 
 def _judged(
@@ -332,20 +399,3 @@ def _judged(
             if isinstance(result, _LoadFailed):
                 raise result.error
             yield result
-
-
-def _apply(
-    owners: dict[int, _Owner],
-    result: Judgement | NotJudged,
-    options: RayOptions,
-    config: Config,
-) -> Outcome:
-    owner = owners[shard_of(result.path, options.shards)]
-    key = os.fsencode(result.path)
-    if key in owner.applied:
-        # Ray re-ran a batch whose first results had already arrived: judged twice,
-        # acted on once.
-        get_logger().warning("duplicate_result", path=str(result.path))
-        return Outcome(result.path, Status.KNOWN, reason="judged twice; acted on once")
-    owner.applied.add(key)
-    return owner.applier.apply(result, config.actions)

@@ -1,11 +1,13 @@
 """Which engine judges a `scan`, and what it is given: one process, a pool, or Ray.
 
-- in-process (`--workers 1`, or a scan of fewer than 64 files): the `Engine`;
+- in-process (`--workers 1`, or a scan of fewer than 64 files): `local.Engine`;
 - a pool of judging processes (`--workers N`, default the machine's cores):
-  `parallel.scan_with_workers`, this process applying and recording;
-- a Ray cluster (`--engine ray`): `ray_engine.scan_on_ray`, acting by shard.
+  `pool.PoolEngine`, this process applying and recording;
+- a Ray cluster (`--engine ray`): `ray.RayEngine`, acting by shard.
 
-Every engine yields the same `Outcome`s, which `cli` prints and counts.
+Every engine honours one contract (`base`): the same prefilter, the same applier
+rules, the same retry of deferred files, and it yields the same `Outcome`s, which
+`cli` prints and counts.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ import contextlib
 import itertools
 import os
 import sys
-import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError
-from ..judging.judge import Status
 from ..logs import get_logger
 
 if TYPE_CHECKING:
     from ..acting.apply import Outcome
     from ..config import Config, ResolvedFolders
     from ..intake.inbox import Inbox
+    from .base import JudgingEngine
 
 __all__ = ["add_arguments", "candidates", "outcomes", "records_stream"]
 
@@ -120,11 +121,11 @@ def outcomes(
     if args.engine == "ray":
         yield from _on_ray(args, config, folders, paths, should_stop)
         return
-    from ..acting.apply import Applier
     from ..judging.analyzer import load_analyzer
     from ..ledger.store import Ledger
+    from .base import applier_for, held_lstat, run
     from .local import Engine
-    from .pool import default_workers, scan_with_workers
+    from .pool import PoolEngine, default_workers
 
     workers = args.workers if args.workers is not None else default_workers()
     head: list[Path] = []
@@ -143,17 +144,9 @@ def outcomes(
     # One writer per ledger: a second scan, or a scan beside watch, is refused.
     ledger = None if args.dry_run else Ledger(folders.ledger, exclusive=True)
     try:
-        rejudge = None if analyzer is None else _rejudge(args, config, analyzer, folders)
-        applier = Applier(
-            folders=folders,
-            ledger=ledger,
-            dry_run=args.dry_run,
-            unreadable_grace=config.images.unreadable_grace_seconds,
-            mode=config.actions.mode,
-        )
-        # A crash left moves half-done: settle them before judging anything again.
-        applier.recover()
+        engine: JudgingEngine
         if analyzer is not None:
+            rejudge = _rejudge(args, config, analyzer, folders)
             engine = Engine(
                 config,
                 analyzer,
@@ -162,61 +155,29 @@ def outcomes(
                 dry_run=args.dry_run,
                 rejudge=rejudge,
             )
-            yield from _retrying(
-                lambda paths: engine.process_many(paths, should_stop=should_stop),
-                everything,
-                should_stop,
-            )
+            applier = engine.applier
         else:
-            yield from _retrying(
-                lambda paths: scan_with_workers(
-                    config,
-                    applier,
-                    paths,
-                    workers=workers,
-                    should_stop=should_stop,
-                    log_level=args.log_level or config.logging.level,
-                ),
-                everything,
-                should_stop,
+            applier = applier_for(config, folders, ledger, dry_run=args.dry_run)
+            engine = PoolEngine(
+                config, workers=workers, log_level=args.log_level or config.logging.level
             )
+        try:
+            # A crash left moves half-done: settle them before judging anything again.
+            applier.recover()
+            yield from run(
+                engine,
+                applier,
+                everything,
+                config.actions,
+                lstat=held_lstat(applier),
+                should_stop=should_stop,
+            )
+        finally:
+            engine.close()
+            applier.close()  # the local engine's own, closed twice: harmless
     finally:
         if ledger is not None:
             ledger.close()
-
-
-# A file deferred this many times in one scan (still changing, or unreadable while
-# young) is left for the next scan, and counted "deferred".
-_ROUNDS = 10
-_WAIT_LIMIT = 30.0  # seconds, at most, between two looks
-
-
-def _retrying(
-    run: Callable[[Iterable[Path]], Iterator[Outcome]],
-    paths: Iterable[Path],
-    should_stop: Callable[[], bool],
-) -> Iterator[Outcome]:
-    """`run(paths)`, then `run` again on the files it deferred, once their time has come.
-
-    A deferred file was not acted on: it changed while judged, or it is unreadable
-    but changed moments ago (maybe an upload written in pieces). Only its last
-    outcome is handed out.
-    """
-    for round_ in range(_ROUNDS):
-        deferred: dict[Path, float] = {}
-        for outcome in run(paths):
-            if outcome.status is Status.DEFERRED and round_ + 1 < _ROUNDS:
-                deferred[outcome.path] = outcome.retry_in or 0.5
-                continue
-            yield outcome
-        if not deferred:
-            return
-        deadline = time.monotonic() + min(max(deferred.values()), _WAIT_LIMIT)
-        while time.monotonic() < deadline and not should_stop():
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        if should_stop():
-            return
-        paths = list(deferred)
 
 
 def _rejudge(

@@ -50,7 +50,8 @@ class Settler:
         self._offer = offer
         # The inbox's own lstat: no symlinked folder on the way is followed.
         self._stat = stat or _lstat
-        self._waiting: dict[Path, tuple[float, tuple[int, int, int] | None]] = {}
+        # path -> (quiet since, its last stat, not to be offered before: monotonic)
+        self._waiting: dict[Path, tuple[float, tuple[int, int, int] | None, float]] = {}
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -59,32 +60,37 @@ class Settler:
     def wait_for(self, path: Path) -> None:
         """(Re)start the wait: the file just changed."""
         with self._lock:
-            self._waiting[path] = (time.monotonic(), None)
+            self._waiting[path] = (time.monotonic(), None, 0.0)
 
     def forget(self, path: Path) -> None:
         """The writer closed the file: it is offered now, and waits no more."""
         with self._lock:
             self._waiting.pop(path, None)
 
-    def defer(self, paths: list[Path]) -> None:
-        """Files found too young by a reconciliation pass; a wait already running goes on."""
+    def defer(self, paths: list[Path], retry_in: float = 0.0) -> None:
+        """Files to look at again: found too young by a reconciliation pass, or deferred
+        by the worker, not before `retry_in` seconds (`Outcome.retry_in`: an unreadable
+        file stays provisional while young) unless they change meanwhile. A wait
+        already running goes on."""
+        now = time.monotonic()
         with self._lock:
             for path in paths:
-                self._waiting.setdefault(path, (time.monotonic(), None))
+                self._waiting.setdefault(path, (now, None, now + retry_in))
 
     def release(self) -> None:
         """Offer the files that stayed put long enough (the main thread, every tick)."""
         now = time.monotonic()
         with self._lock:
-            for path, (since, seen) in list(self._waiting.items()):
+            for path, (since, seen, due) in list(self._waiting.items()):
                 info = self._stat(path)
                 if info is None:
                     del self._waiting[path]
                     continue
                 current = (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
                 if current != seen:
-                    self._waiting[path] = (now, current)
-                elif now - since >= self._settle:
+                    # Changed since it was deferred: judged again once quiet, no later.
+                    self._waiting[path] = (now, current, due if seen is None else 0.0)
+                elif now - since >= self._settle and now >= due:
                     del self._waiting[path]
                     self._offer(path)
 

@@ -28,7 +28,7 @@ from ..errors import (
     SymlinkRefusedError,
     UnreadableImageError,
 )
-from ..intake.safefs import HeldFile, is_symlink_refusal, open_path
+from ..intake.safefs import HeldFile, Identity, is_symlink_refusal, open_path
 
 if TYPE_CHECKING:
     from ..config import ImagesConfig
@@ -66,6 +66,11 @@ class RawFile:
     ctime_ns: int = 0
     dev: int = 0
     ino: int = 0
+
+    @property
+    def identity(self) -> Identity:
+        """The inode and times of the bytes read, as one value."""
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from ..errors import (
     UnreadableImageError,
 )
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal, open_path
-from ..ledger.store import policy_fingerprint
+from ..ledger.store import LedgerRow, policy_fingerprint
 from ..logs import get_logger
 from .analyzer import MAX_BATCH, FaceModel
 from .decoder import shared_decoder
@@ -68,17 +68,13 @@ class Status(StrEnum):
 class Judgement:
     """The verdict on one file's content, and which inode and bytes it is about.
 
-    `dev`, `ino` and `ctime_ns` name the inode that was read, so whoever acts on
-    the verdict can check that the file at `path` is still that one.
+    `identity` names the inode that was read, with its size and times, so whoever
+    acts on the verdict can check that the file at `path` is still that one.
     """
 
     path: Path  # absolute; a symlink is never resolved
     sha256: str
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    dev: int
-    ino: int
+    identity: Identity
     mode: int
     faces: tuple[Face, ...]
     verdict: Verdict
@@ -91,6 +87,27 @@ class Judgement:
     @property
     def elapsed_ms(self) -> float:
         return self.read_ms + self.model_ms
+
+    # The identity's parts, for whoever needs one of them.
+    @property
+    def dev(self) -> int:
+        return self.identity.dev
+
+    @property
+    def ino(self) -> int:
+        return self.identity.ino
+
+    @property
+    def size(self) -> int:
+        return self.identity.size
+
+    @property
+    def mtime_ns(self) -> int:
+        return self.identity.mtime_ns
+
+    @property
+    def ctime_ns(self) -> int:
+        return self.identity.ctime_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +134,35 @@ class Seen:
     ino: int | None = None
     ctime_ns: int | None = None
 
-    def same_stat(self, identity: Identity) -> bool:
-        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
-            identity.dev,
-            identity.ino,
-            identity.size,
-            identity.mtime_ns,
-            identity.ctime_ns,
+    @classmethod
+    def of_row(cls, row: LedgerRow) -> Seen:
+        """What a ledger row knew of its file: every engine asks the ledger this way."""
+        return cls(
+            row.size,
+            row.mtime_ns,
+            row.sha256,
+            f"ledger #{row.id}",
+            dev=row.dev,
+            ino=row.ino,
+            ctime_ns=row.ctime_ns,
         )
 
-    def same_content(self, sha256: str, dev: int, ino: int) -> bool:
+    @property
+    def identity(self) -> Identity | None:
+        """The file's identity as recorded; None in rows from before inodes were."""
+        if self.dev is None or self.ino is None or self.ctime_ns is None:
+            return None
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
+    def same_stat(self, identity: Identity) -> bool:
+        """Whether a stat proves the bytes untouched: the one "already decided?" rule."""
+        return self.identity == identity
+
+    def same_content(self, sha256: str, identity: Identity) -> bool:
         """Same bytes, and the same inode unless the row predates inodes in the ledger."""
-        return self.sha256 == sha256 and (self.ino is None or (self.dev, self.ino) == (dev, ino))
+        return self.sha256 == sha256 and (
+            self.ino is None or (self.dev, self.ino) == (identity.dev, identity.ino)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +171,7 @@ class Read:
 
     path: Path
     sha256: str
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    dev: int
-    ino: int
+    identity: Identity  # of the bytes read
     mode: int
     image: DecodedImage | None  # None: not decodable, see `unreadable_reason`
     unreadable_reason: str
@@ -225,11 +255,7 @@ def _too_large(
     return Read(
         path=path,
         sha256=sha256,
-        size=error.size,
-        mtime_ns=mtime_ns,
-        ctime_ns=ctime_ns,
-        dev=dev,
-        ino=ino,
+        identity=Identity(dev, ino, error.size, mtime_ns, ctime_ns),
         mode=mode,
         image=None,
         unreadable_reason=f"too large: {error}",
@@ -274,7 +300,7 @@ def _read(
     else:
         raw = source
     sha256 = hashlib.sha256(raw.data).hexdigest()
-    if seen is not None and seen.same_content(sha256, raw.dev, raw.ino):
+    if seen is not None and seen.same_content(sha256, raw.identity):
         return NotJudged(path, Status.KNOWN, f"content unchanged ({seen.source})")
     image: DecodedImage | None = None
     why = ""
@@ -293,11 +319,7 @@ def _read(
     return Read(
         path=path,
         sha256=sha256,
-        size=raw.size,
-        mtime_ns=raw.mtime_ns,
-        ctime_ns=raw.ctime_ns,
-        dev=raw.dev,
-        ino=raw.ino,
+        identity=raw.identity,
         mode=raw.mode,
         image=image,
         unreadable_reason=why,
@@ -339,11 +361,7 @@ def judge_read(
     return Judgement(
         path=item.path,
         sha256=item.sha256,
-        size=item.size,
-        mtime_ns=item.mtime_ns,
-        ctime_ns=item.ctime_ns,
-        dev=item.dev,
-        ino=item.ino,
+        identity=item.identity,
         mode=item.mode,
         faces=tuple(faces),
         verdict=decision.verdict,

@@ -51,6 +51,7 @@ __all__ = [
     "models_fingerprint",
     "open_lock",
     "policy_fingerprint",
+    "writer_lock",
 ]
 
 _SCHEMA_VERSION = 4
@@ -177,15 +178,16 @@ class LedgerRow:
             return None
         return self.dev, self.ino
 
+    @property
+    def identity(self) -> Identity | None:
+        """The file judged or restored, as one value; None in rows from before v4."""
+        if self.dev is None or self.ino is None or self.ctime_ns is None:
+            return None
+        return Identity(self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
     def same_identity(self, identity: Identity) -> bool:
         """Whether a file's stat proves it untouched since this row: inode, size and times."""
-        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns) == (
-            identity.dev,
-            identity.ino,
-            identity.size,
-            identity.mtime_ns,
-            identity.ctime_ns,
-        )
+        return self.identity == identity
 
     @property
     def is_restore(self) -> bool:
@@ -241,6 +243,54 @@ def open_lock(folder: int, name: str, where: Path) -> int:
         raise UnsafeFolderError(
             f"{shown} is not a regular file of this user with one name: refusing to lock it"
         )
+    return fd
+
+
+def writer_lock(ledger: Path, *, shared: bool = False) -> int:
+    """Take the writers' lock beside `ledger` (`<ledger>.lock`); the caller closes the fd.
+
+    Exclusive for a writer of the plain ledger (`scan`, `watch`); `shared` for a Ray
+    scan, which records in shards it locks one by one: shard owners may share the
+    tree, but none of them runs beside a plain writer, nor a plain writer beside one.
+    Opened below the state folder's descriptor, without following a symlink (`open_lock`).
+
+    Raises:
+        LedgerBusyError: another writer holds it (the message names its pid).
+        UnsafeFolderError: the folder is a symlink or someone else's, the ledger is not
+            a regular file of this user, or the lock is not one (`open_lock`).
+        LedgerError: the lock cannot be opened.
+    """
+    from ..acting.moves import open_state_folder  # the one module that creates folders
+
+    try:
+        folder = open_state_folder(ledger.parent)
+    except OSError as error:
+        raise LedgerError(f"cannot open {ledger.parent}: {error}") from error
+    try:
+        info = os.stat(ledger.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (os.geteuid(), 0):
+            os.close(folder)
+            raise UnsafeFolderError(
+                f"{ledger} is not a regular file of this user: refusing to write to it"
+            )
+    try:
+        fd = open_lock(folder, ledger.name + ".lock", ledger.parent)
+    finally:
+        os.close(folder)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LedgerBusyError(
+            f"{ledger} is in use by another scan or watch (pid {holder}); "
+            "one writer at a time: wait for it, or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
@@ -339,38 +389,7 @@ class Ledger:
         Two writers would judge the same files at once and record them twice; a
         second `scan`, or a `scan` beside a `watch`, is refused instead.
         """
-        from ..acting.moves import open_state_folder  # the one module that creates folders
-
-        try:
-            folder = open_state_folder(self.path.parent)
-        except OSError as error:
-            raise LedgerError(f"cannot open {self.path.parent}: {error}") from error
-        try:
-            ledger = os.stat(self.path.name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(ledger.st_mode) or ledger.st_uid not in (os.geteuid(), 0):
-                os.close(folder)
-                raise UnsafeFolderError(
-                    f"{self.path} is not a regular file of this user: refusing to write to it"
-                )
-        try:
-            fd = open_lock(folder, self.path.name + ".lock", self.path.parent)
-        finally:
-            os.close(folder)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LedgerBusyError(
-                f"{self.path} is in use by another scan or watch (pid {holder}); "
-                "one writer at a time: wait for it, or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = writer_lock(self.path)
 
     def close(self) -> None:
         self._db.close()
