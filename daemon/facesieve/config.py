@@ -220,8 +220,14 @@ class WatchConfig(_Section):
     settle_seconds: Annotated[float, Field(ge=0.0, le=86_400.0, allow_inf_nan=False)] = 2.0
     # A periodic reconciliation pass finds files no event announced.
     reconcile_interval: Annotated[float, Field(gt=0.0, le=604_800.0, allow_inf_nan=False)] = 300.0
-    # Names (fnmatch, any path component) that are never judged: temporary names.
+    # Names (fnmatch, a file's own name) of files still being written: not judged
+    # while in progress.
     ignore: tuple[str, ...] = ("*.part", "*.tmp", "*.crdownload", "*.partial", ".*")
+    # In progress, not invisible: a file with an ignored name that has been quiet
+    # (mtime and ctime) this long is judged like any other, or anyone could keep any
+    # image by naming it `.x.jpg`. 10 minutes: far longer than a live transfer stays
+    # silent, short enough that a planted name waits no longer than two passes.
+    ignore_stale_seconds: Annotated[float, Field(ge=0.0, le=3_600.0, allow_inf_nan=False)] = 600.0
     # Folders inside the inbox that are never watched (facesieve's own folders may
     # lie inside the inbox only when listed here, or under <inbox>/.facesieve).
     exclude: tuple[Path, ...] = ()

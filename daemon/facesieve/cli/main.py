@@ -438,6 +438,7 @@ _SUMMARY = (
     "skipped",
     "deferred",
     "error",
+    "ignored",  # in progress: an ignored name, not yet quiet for ignore_stale_seconds
 )
 
 
@@ -455,7 +456,7 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     started = time.perf_counter()
     judged = 0
     with _StopOnSignal() as signals, records_stream(args.engine) as records:
-        paths = candidates(args, config, folders, signals.stop.is_set)
+        paths = candidates(args, config, folders, signals.stop.is_set, counts)
         results = outcomes(args, config, folders, paths, signals.stop.is_set)
         bar = tqdm(unit="img", disable=not sys.stderr.isatty(), file=sys.stderr, desc="scan")
         try:

@@ -253,6 +253,11 @@ class Guard:
         ping_every = self._notifier.watchdog_interval
         next_ping = next_status = next_poll = next_audit = time.monotonic()
         next_reconcile = time.monotonic() + watch.reconcile_interval
+        # A pass for files gone stale walks the whole inbox, and names renamed away
+        # (a finished download) may ask for one too: at most one a tenth of the
+        # bound (1 to 60 s), so a stale file waits at most that much longer.
+        stale_gap = min(60.0, max(1.0, watch.ignore_stale_seconds / 10))
+        next_stale_pass = time.monotonic()
         observer = self._observer
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
@@ -273,9 +278,15 @@ class Guard:
                 next_poll = now + watch.poll_interval
             if self.settler:
                 self.settler.release()
+            gone_stale = now >= next_stale_pass and self.inbox.stale_due()
             if now >= next_reconcile:
                 worker.request_reconcile("timer")
                 next_reconcile = now + watch.reconcile_interval
+            elif gone_stale:
+                # A file with an ignored name has gone quiet: no event will say so, and
+                # the next timed pass may be minutes away. The pass judges it.
+                worker.request_reconcile("ignored file gone stale")
+                next_stale_pass = now + stale_gap
             if now >= next_status:
                 self._notifier.status(self.status_line())
                 next_status = now + watch.status_interval

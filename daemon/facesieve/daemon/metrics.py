@@ -85,6 +85,12 @@ class Metrics:
             "Folders for which adding an inotify watch failed.",
             registry=self.registry,
         )
+        self.ignored = Gauge(
+            "facesieve_ignored_files",
+            "Files with an ignored name still in progress (not yet quiet for "
+            "ignore_stale_seconds), as the last reconciliation pass found them.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 

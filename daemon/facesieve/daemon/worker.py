@@ -229,9 +229,10 @@ class Worker:
         settle_ns = int(self.config.watch.settle_seconds * 1e9)
         started = time.monotonic()
         young: list[Path] = []
+        found: Counter[str] = Counter()
 
         def settled() -> Iterable[Path]:
-            for path in self.inbox.walk():
+            for path in self.inbox.walk(counts=found):
                 if self.stopping.is_set():
                     return
                 info = self.inbox.lstat(path)
@@ -249,8 +250,11 @@ class Worker:
             "reconciled",
             judged=sum(self.counts.values()) - before,
             deferred=len(young),
+            ignored=found["ignored"],
             seconds=round(time.monotonic() - started, 2),
         )
+        if self.metrics is not None:
+            self.metrics.ignored.set(found["ignored"])
         if young:
             self._defer(young, 0.0)
 

@@ -25,6 +25,8 @@ from ..errors import ConfigError
 from ..logs import get_logger
 
 if TYPE_CHECKING:
+    from collections import Counter
+
     from ..acting.apply import Outcome
     from ..config import Config, ResolvedFolders
     from ..intake.inbox import Inbox
@@ -233,18 +235,26 @@ def candidates(
     config: Config,
     folders: ResolvedFolders,
     should_stop: Callable[[], bool] = lambda: False,
+    counts: Counter[str] | None = None,
 ) -> Iterator[Path]:
-    """The files a scan judges: the folder walked, or the lines of `--from-list`."""
+    """The files a scan judges: the folder walked, or the lines of `--from-list`.
+
+    Files left out as in progress (an ignored name, not yet stale) are counted in
+    `counts["ignored"]`.
+    """
     from ..intake.inbox import Inbox
 
     inbox = Inbox.of(config, folders)
-    found = inbox.walk() if args.from_list is None else _listed(args.from_list, inbox)
+    if args.from_list is None:
+        found = inbox.walk(counts=counts)
+    else:
+        found = _listed(args.from_list, inbox, counts)
     # A file is judged only once it has been quiet for settle_seconds: one being
     # written is not an upload yet.
     return inbox.settled(found, config.watch.settle_seconds, should_stop)
 
 
-def _listed(manifest: Path, inbox: Inbox) -> Iterator[Path]:
+def _listed(manifest: Path, inbox: Inbox, counts: Counter[str] | None = None) -> Iterator[Path]:
     """Paths from a manifest, one a line; relative ones are below the folder scanned.
 
     Read as bytes, so a name that is not UTF-8 survives. A path outside the folder,
@@ -263,6 +273,9 @@ def _listed(manifest: Path, inbox: Inbox) -> Iterator[Path]:
         path = Path(os.path.abspath(os.path.join(inbox.root, os.fsdecode(line))))
         if inbox.accepts(path):
             yield path
+        elif inbox.ignored(path.name):
+            if counts is not None:
+                counts["ignored"] += 1  # in progress: `accepts` logged it
         else:
             log.info("skipped", path=str(path), reason="listed, but not a candidate under DIR")
 

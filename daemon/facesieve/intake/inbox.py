@@ -3,7 +3,9 @@
 One rule for `scan`, the daemon's reconciliation passes and its observer, so the
 three agree on every file: a candidate lies under the root, outside facesieve's
 own folders and the excluded ones, and its own name does not match an ignore
-pattern (a name still being written: `*.part`). Its name is no test of being an
+pattern (a name still being written: `*.part`) unless that file has been quiet
+for `ignore_stale_seconds`: an ignored name means "in progress", never
+"invisible" (or `.x.jpg` would keep any image). Its name is no test of being an
 image: the judge reads the bytes (a video named .jpg is `not_image`, a JPEG
 without an extension an image). Ignore patterns never match a folder: a hidden
 folder is walked unless it is in `[watch] exclude`. Symlinked folders are never
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -31,15 +35,31 @@ __all__ = ["Inbox"]
 class Inbox:
     """The candidate files under one root."""
 
-    def __init__(self, folders: ResolvedFolders, *, ignore: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        folders: ResolvedFolders,
+        *,
+        ignore: tuple[str, ...] = (),
+        ignore_stale_seconds: float = 600.0,
+    ) -> None:
         self.folders = folders
         self.root = folders.root
         self._managed = frozenset(folders.managed())
         self._ignore = ignore
+        self._stale_ns = int(ignore_stale_seconds * 1e9)
+        # The earliest time (ns since the epoch) an ignored file met so far goes
+        # stale: `watch` looks again then (`stale_due`). One number, whatever the
+        # number of files: a flood of in-progress names costs no memory.
+        self._next_stale_ns: int | None = None
+        self._stale_lock = threading.Lock()
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
-        return cls(folders, ignore=config.watch.ignore)
+        return cls(
+            folders,
+            ignore=config.watch.ignore,
+            ignore_stale_seconds=config.watch.ignore_stale_seconds,
+        )
 
     def ignored(self, name: str) -> bool:
         """Whether a file's own name matches an ignore pattern."""
@@ -55,17 +75,26 @@ class Inbox:
             return False
         if any(path == m or m in path.parents for m in self._managed):
             return False
-        return not self.ignored(path.name)
+        if not self.ignored(path.name):
+            return True
+        info = self.lstat(path)
+        if info is None:
+            return False  # gone: nothing to judge
+        # Not logged here: the observer asks on every write; walks log each file.
+        return self._is_stale(info)
 
-    def walk(self, top: Path | None = None) -> Iterator[Path]:
+    def walk(self, top: Path | None = None, counts: Counter[str] | None = None) -> Iterator[Path]:
         """Every candidate under `top` (default: the root), depth first, each folder's
         files in sorted order.
 
         Folders are listed by descriptor, each opened from the root without following
         a symlink, so a folder swapped for a symlink after its parent was listed is
-        never entered, nor listed.
+        never entered, nor listed. A file with an ignored name is a candidate once
+        it is stale; until then it is counted in `counts["ignored"]` and logged (each
+        at debug, their number at info when the walk ends).
         """
         log = get_logger()
+        in_progress = 0
         try:
             # The root is the caller's to name; everything below it is reached by descriptor.
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -84,7 +113,12 @@ class Inbox:
                         kinds = [
                             # A symlink's target is stat()ed (never opened, read or listed)
                             # only to tell a symlinked folder, which is never offered.
-                            (e.name, e.is_dir(follow_symlinks=False), e.is_symlink() and e.is_dir())
+                            (
+                                e.name,
+                                e.is_dir(follow_symlinks=False),
+                                e.is_symlink() and e.is_dir(),
+                                self._ignored_entry(e),
+                            )
                             for e in sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
                         ]
                     finally:
@@ -98,7 +132,7 @@ class Inbox:
                     log.warning("not_judged", path=str(folder), reason=reason)
                     continue
                 files = []
-                for name, is_dir, linked_folder in kinds:
+                for name, is_dir, linked_folder, ignored in kinds:
                     path = folder / name
                     if is_dir:
                         if path not in self._managed:
@@ -107,11 +141,68 @@ class Inbox:
                         log.info(
                             "skipped", path=str(path), reason="symlinked folder: never followed"
                         )
-                    elif not self.ignored(name):
+                    elif ignored:
+                        in_progress += 1
+                        log.debug("ignored", path=str(path), reason=self._in_progress)
+                    else:
                         files.append(path)  # a symlink too: the judge says why it is skipped
                 yield from reversed(files)
         finally:
             os.close(root_fd)
+            if counts is not None:
+                counts["ignored"] += in_progress
+            if in_progress:
+                log.info(
+                    "ignored_files",
+                    path=str(self.root if top is None else top),
+                    files=in_progress,
+                    reason=self._in_progress,
+                )
+
+    @property
+    def _in_progress(self) -> str:
+        return (
+            "name matches an ignore pattern: in progress, judged once quiet for "
+            f"{self._stale_ns / 1e9:g} s"
+        )
+
+    def _ignored_entry(self, entry: os.DirEntry[str]) -> bool:
+        """Whether a listed entry is left out as in progress (an ignored name, not stale)."""
+        if entry.is_dir(follow_symlinks=False) or not self.ignored(entry.name):
+            return False
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            return True  # gone since it was listed: nothing to judge
+        return not self._is_stale(info)
+
+    def _is_stale(self, info: os.stat_result) -> bool:
+        """Quiet (mtime and ctime) for `ignore_stale_seconds`; if not, noted for `stale_due`.
+
+        A writer can set mtime to any time but nobody can set ctime: an mtime in the
+        future is forged (it would keep the file "in progress" for ever), and only the
+        ctime counts then.
+        """
+        now = time.time_ns()
+        changed = info.st_ctime_ns
+        if info.st_mtime_ns <= now:
+            changed = max(changed, info.st_mtime_ns)
+        stale_at = changed + self._stale_ns
+        if now >= stale_at:
+            return True
+        with self._stale_lock:
+            if self._next_stale_ns is None or stale_at < self._next_stale_ns:
+                self._next_stale_ns = stale_at
+        return False
+
+    def stale_due(self) -> bool:
+        """Whether an in-progress file met since the last call that said yes has gone
+        stale by now (`watch` then walks the inbox again, which judges it)."""
+        with self._stale_lock:
+            if self._next_stale_ns is None or time.time_ns() < self._next_stale_ns:
+                return False
+            self._next_stale_ns = None
+            return True
 
     def lstat(self, path: Path) -> os.stat_result | None:
         """`path`'s own stat, every folder from the root without following a symlink.

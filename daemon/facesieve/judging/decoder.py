@@ -239,12 +239,20 @@ def _serve(conn: Connection, memory_mb: int) -> None:
             reply = ("unreadable", str(error))
         except MemoryError:
             reply = ("unreadable", f"over the decode memory budget ({memory_mb} MB)")
-        except Exception as error:  # noqa: BLE001 - reported to the parent, never a verdict
+        except ImportError as error:
+            # The image stack itself is broken (a plugin missing): about this
+            # installation, not these bytes, so never a verdict.
+            reply = ("error", f"{type(error).__name__}: {error}")
+        except Exception as error:  # noqa: BLE001 - the bytes broke the decoder: a verdict
+            # The decoder read nothing but the bytes in hand (no file, no network), so
+            # whatever else it raises (struct.error, TypeError, KeyError, ... from a
+            # crafted header) is about them. Reported as an error, the file would
+            # never be judged and could stay in the inbox for ever.
             text = str(error)
             if "memory" in text.lower() or "alloc" in text.lower():
                 reply = ("unreadable", f"over the decode memory budget ({memory_mb} MB): {text}")
             else:
-                reply = ("error", f"{type(error).__name__}: {text}")
+                reply = ("unreadable", f"the decoder failed on it: {type(error).__name__}: {text}")
         del data
         try:
             conn.send(reply)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..errors import (
     FileVanishedError,
@@ -266,8 +266,7 @@ def decode_image(
             if image.format in ("JPEG", "MPO") and max(width, height) > max_side:
                 image.draft("RGB", (max_side, max_side))
             image.load()
-            oriented: Image.Image = image
-            ImageOps.exif_transpose(oriented, in_place=True)
+            oriented = _orient(image)
             if oriented.mode != "RGB":
                 oriented = _to_rgb(oriented)
             oriented_w, oriented_h = _oriented_size(width, height, oriented)
@@ -291,6 +290,37 @@ def decode_image(
         scale=max(scale, 1.0),
         format=image_format,
     )
+
+
+# EXIF orientation -> the transpose that shows the image as a viewer does.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orient(image: Image.Image) -> Image.Image:
+    """The decoded image turned as its EXIF orientation says; unturned when the EXIF
+    cannot be read.
+
+    Not `ImageOps.exif_transpose`: after turning the pixels it rewrites the EXIF
+    block without the orientation, and a crafted block (a tag of the wrong type,
+    such as SamplesPerPixel stored as text) makes that rewrite raise (`struct.error`,
+    `TypeError`, ...). The pixels were fine; only the metadata was not. An EXIF
+    block that cannot even be parsed is treated as absent, as a viewer does, so
+    the image is still judged.
+    """
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    except Exception:  # noqa: BLE001 - unparseable EXIF: no orientation, the pixels stand
+        method = None
+    return image if method is None else image.transpose(method)
 
 
 def _register_heif() -> None:
