@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from .tools_util import in_ci
+
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACESIEVE_TEST_DATA", PROJECT.parent / "shared" / "data"))
 
 
 def labelled(folder: str) -> list[dict[str, str]]:
-    """Rows of `DATA/folder/labels.csv`; the test skips when the data is absent."""
+    """Rows of `DATA/folder/labels.csv`; the test skips when the data is absent, except
+    under `CI=true`, where it fails (as `require_tool` does: CI must run these tests)."""
     labels = DATA / folder / "labels.csv"
     if not labels.is_file():
-        pytest.skip(f"labelled images not found at {labels} (../shared/data is not here)")
+        reason = f"labelled images not found at {labels} (../shared/data is not here)"
+        if in_ci():
+            pytest.fail(f"{reason}; CI=true, so the data must be there", pytrace=False)
+        pytest.skip(reason)
     with labels.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
