@@ -49,6 +49,7 @@ from ..intake.safefs import (
     scan_folder,
 )
 from ..judging.policy import Verdict
+from .lease import ReadLease
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -338,22 +339,33 @@ def identity_of(path: Path, base: Folder | None) -> Identity | None:
 
 
 def delete_held(
-    held: HeldFile, root: Folder, parts: tuple[str, ...], *, sha256: str | None = None
+    held: HeldFile,
+    root: Folder,
+    parts: tuple[str, ...],
+    *,
+    sha256: str | None = None,
+    lease: ReadLease | None = None,
 ) -> None:
     """Delete the judged file, only if its name still refers to the bytes judged.
 
     With `sha256`, the bytes themselves are compared first (a write within the
-    kernel clock's tick would leave ctime as it was).
+    kernel clock's tick would leave ctime as it was). With `lease` (taken on the
+    held descriptor), only if nobody opened it for writing meanwhile; without a
+    lease held, only once it is quiet (`lease`).
 
     Raises:
-        ChangedError: it changed; nothing was deleted.
+        ChangedError: it changed, or is (maybe) still written; nothing was deleted.
         ActionError: the unlink failed.
     """
     _check_reachable(held, root, parts)
     _verify(held)
+    if lease is not None:
+        lease.require_quiet(held.identity, "a delete")
     if sha256 is not None and _digest(held.fd) != sha256:
         raise ChangedError("its bytes are not the ones judged")
     _verify(held)
+    if lease is not None:
+        lease.check()
     try:
         os.unlink(held.name, dir_fd=held.dir_fd)
         _fsync(held.dir_fd)
@@ -370,11 +382,13 @@ def move_held(
     *,
     mode: int,
     sha256: str | None,
+    lease: ReadLease | None = None,
 ) -> Path:
     """Move the judged file to `destination` (below the held `base`), or to a free `~N` name.
 
     `parts` are the folders from `root` to the file, as it was judged. Returns where
-    it landed.
+    it landed. With `lease` (taken on the held descriptor), a writer that opens the
+    file before its source name goes undoes the move (`lease`).
 
     Raises:
         ChangedError: the name, its folder or its bytes changed; nothing was moved.
@@ -392,7 +406,7 @@ def move_held(
         raise ActionError(f"cannot create the folder of {destination}: {error}") from error
     try:
         for candidate in _candidates(Path(relative[-1])):
-            if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256):
+            if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256, lease=lease):
                 return destination.with_name(candidate.name)
     except OSError as error:
         raise ActionError(f"cannot move {held.path} to {destination}: {error}") from error
@@ -401,9 +415,19 @@ def move_held(
     raise AssertionError("unreachable")
 
 
-def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None) -> bool:
+def _place(
+    held: HeldFile,
+    folder_fd: int,
+    name: str,
+    *,
+    mode: int,
+    sha256: str | None,
+    lease: ReadLease | None = None,
+) -> bool:
     """Move the held file to exactly `name` in `folder_fd`; False, nothing changed, if taken."""
     _verify(held)
+    if lease is not None:
+        lease.check()
     try:
         # link() fails on an existing name, so no overwrite can race in.
         os.link(
@@ -413,7 +437,7 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         return False
     except OSError as error:
         if error.errno == errno.EXDEV:
-            return _copy_across(held, folder_fd, name, mode=mode, sha256=sha256)
+            return _copy_across(held, folder_fd, name, mode=mode, sha256=sha256, lease=lease)
         if error.errno in _NO_LINKS:
             return _rename_if_free(held, folder_fd, name)
         raise
@@ -443,6 +467,13 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         os.unlink(name, dir_fd=folder_fd)
         _fsync(folder_fd)
         raise ChangedError("it changed at the moment of acting; the link was taken back")
+    if lease is not None:
+        try:
+            lease.check()
+        except ChangedError as error:
+            os.unlink(name, dir_fd=folder_fd)
+            _fsync(folder_fd)
+            raise ChangedError(f"{error}; the link was taken back") from error
     _unlink_source(held)
     return True
 
@@ -504,9 +535,22 @@ def _rename_if_free(held: HeldFile, folder_fd: int, name: str) -> bool:
 
 
 def _copy_across(
-    held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None
+    held: HeldFile,
+    folder_fd: int,
+    name: str,
+    *,
+    mode: int,
+    sha256: str | None,
+    lease: ReadLease | None = None,
 ) -> bool:
-    """Copy from the held descriptor, never the path; unlink the source only if unchanged."""
+    """Copy from the held descriptor, never the path; unlink the source only if unchanged.
+
+    With `lease`: only if nobody has it open for writing, from before the copy until
+    right before the unlink; without a lease held, only once it is quiet (`lease`).
+    """
+    if lease is not None:
+        lease.require_quiet(held.identity, "a copy to another filesystem")
+        lease.check()
     partial = name + PARTIAL_SUFFIX
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -545,6 +589,8 @@ def _copy_across(
             os.unlink(partial, dir_fd=folder_fd)
     try:
         _verify(held)
+        if lease is not None:
+            lease.check()  # a writer that opened it since would add bytes the copy misses
     except ChangedError as error:
         if placed and _named(held) is None:
             # The source's name went (a recovery finished this move; the unlink moved
