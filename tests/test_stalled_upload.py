@@ -21,13 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from facesieve.acting.lease import ReadLease, StillWrittenError
 from facesieve.intake.safefs import Identity
 
 from .cli_util import run_cli
 from .conftest import DATA, labelled
-from .safe_attacks import RED, UPLOADER, Layout, other_fs_available, patched, run_scan, sha
+from .safe_attacks import (
+    RED,
+    UPLOADER,
+    Layout,
+    done_for,
+    other_fs_available,
+    patched,
+    run_scan,
+    run_watch,
+    sha,
+)
 from .tools_util import require_tool
 
 _WRITER = r"""
@@ -45,6 +56,13 @@ while not os.path.exists(go) and time.monotonic() < deadline:
 os.write(fd, data[half:])
 os.close(fd)
 """
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """The CLI points the logs at this test's captured stderr, which closes after it."""
+    yield
+    structlog.reset_defaults()
 
 
 class Writer:
@@ -127,6 +145,40 @@ def test_scan_leaves_a_stalled_upload_alone_until_it_is_closed(
         ("done", sha(RED), len(RED))
     ]
     assert not path.exists()  # rejected: quarantined whole
+
+
+def test_watch_leaves_a_stalled_upload_alone_until_it_is_closed(layout: Layout) -> None:
+    """The guard sees the half file arrive at once (no settle time, no grace) and
+    judges it unreadable; it acts only once the writer closed it, on every byte."""
+    path = layout.inbox / "slow.bmp"
+    layout.uploads["slow.bmp"] = RED
+    config = layout.config(images={"unreadable_grace_seconds": 0})
+    writers: list[Writer] = []
+    checked: list[bytes] = []
+
+    def upload() -> None:
+        writers.append(Writer(path, RED))
+
+    def until() -> bool:
+        if not writers:
+            return False
+        if not checked and time.monotonic() - started[0] > 3.0:
+            # 3 s of looking at it: still there, half.
+            checked.append(path.read_bytes() if path.exists() else b"gone from the inbox")
+            writers[0].finish()
+        return bool(checked) and done_for(layout, "slow.bmp")
+
+    started = [time.monotonic()]
+    try:
+        assert run_watch(layout, config, upload, until=until) == 0
+    finally:
+        for writer in writers:
+            writer.kill()
+    assert checked == [RED[: len(RED) // 2]]
+    assert layout.check() == []
+    assert [r for r in _rows(layout, "slow.bmp") if r[0] == "done"] == [
+        ("done", sha(RED), len(RED))
+    ]
 
 
 def test_a_writer_that_opens_the_file_while_it_is_copied_keeps_it(
@@ -221,10 +273,13 @@ def test_the_lease_says_who_writes(tmp_path: Path) -> None:
 @pytest.mark.models
 @pytest.mark.data
 @pytest.mark.slow
-def test_real_cli_scan_keeps_a_stalled_upload_whole(tmp_path: Path, deepface_home: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_real_cli_scan_keeps_a_stalled_upload_whole(
+    tmp_path: Path, deepface_home: Path, workers: str
+) -> None:
     """A real no-face photo, half written and held open, quarantine on another
     filesystem, no unreadable grace: the first scan leaves it, the second (after the
-    writer closed it) quarantines all of its bytes."""
+    writer closed it) quarantines all of its bytes. One process and the pool."""
     if not other_fs_available(tmp_path):
         pytest.skip("no second filesystem at /dev/shm for the quarantine")
     photo = (DATA / "noface" / labelled("noface")[0]["file"]).read_bytes()
@@ -235,19 +290,16 @@ def test_real_cli_scan_keeps_a_stalled_upload_whole(tmp_path: Path, deepface_hom
     config.write_text(
         f'[folders]\nquarantine = "{layout.quarantine}"\n[images]\nunreadable_grace_seconds = 0\n'
     )
+    scan = ("scan", str(layout.inbox), "--config", str(config), "--json", "--workers", workers)
     writer = Writer(path, photo)
     try:
         started = time.monotonic()
-        first = run_cli(
-            "scan", str(layout.inbox), "--config", str(config), "--json", drop_read_override=True
-        )
+        first = run_cli(*scan, drop_read_override=True)
         assert first.code == 0, first.stderr[-2000:]
         assert path.read_bytes() == photo[: len(photo) // 2], time.monotonic() - started
         assert [r for r in first.records if r.get("action")] == []
         writer.finish()
-        second = run_cli(
-            "scan", str(layout.inbox), "--config", str(config), "--json", drop_read_override=True
-        )
+        second = run_cli(*scan, drop_read_override=True)
         assert second.code == 0, second.stderr[-2000:]
         assert [(r["verdict"], r["action"]) for r in second.records] == [("reject", "quarantine")]
         assert layout.check() == []
