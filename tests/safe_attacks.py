@@ -295,18 +295,43 @@ def before_acting(strike: Callable[[Path], None], times: int = 1) -> Iterator[li
 
 @contextlib.contextmanager
 def at_the_link(strike: Callable[[], None], times: int = 1) -> Iterator[list[int]]:
-    """Run `strike()` after facesieve's last check, right before its link() call."""
+    """Run `strike()` after facesieve's last check, right before its link() call.
+
+    facesieve holds a read lease on the file there (acting/lease.py), so a writer's
+    open waits until facesieve lets go, after breaking the lease. The strike runs
+    as another process's would: in a thread of its own, waited for until it is
+    done or its open is breaking the lease (then facesieve goes on, and sees it).
+    """
     real = os.link
     struck: list[int] = []
+    strikers: list[threading.Thread] = []
 
     def hooked(*args: Any, **kwargs: Any) -> None:
         if len(struck) < times:
             struck.append(1)
-            strike()
+            striker = threading.Thread(target=strike, name="facesieve-test-strike")
+            strikers.append(striker)
+            striker.start()
+            _until_done_or_breaking(striker)
         real(*args, **kwargs)
 
-    with patched(actions.os, "link", hooked):
-        yield struck
+    try:
+        with patched(actions.os, "link", hooked):
+            yield struck
+    finally:
+        for striker in strikers:
+            striker.join(timeout=60)
+
+
+def _until_done_or_breaking(striker: threading.Thread, timeout: float = 10.0) -> None:
+    """Wait until `striker` finished, or a lease this process holds is being broken."""
+    deadline = time.monotonic() + timeout
+    mine = f" {os.getpid()} "
+    while striker.is_alive() and time.monotonic() < deadline:
+        locks = Path("/proc/locks").read_text().splitlines()
+        if any("BREAKING" in line and mine in line for line in locks):
+            return
+        striker.join(timeout=0.01)
 
 
 # -- running facesieve in-process --------------------------------------------------------

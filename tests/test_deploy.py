@@ -214,6 +214,9 @@ def test_unit_keeps_the_contract_with_the_daemon() -> None:
         assert assignment in environment
     # The ML runtimes JIT-compile kernels; this must stay off (see the unit's comment).
     assert "MemoryDenyWriteExecute" not in settings
+    # Read leases on the uploaders' files (acting/lease.py): that capability, no other.
+    assert settings["CapabilityBoundingSet"] == ["CAP_LEASE"]
+    assert settings["AmbientCapabilities"] == ["CAP_LEASE"]
 
 
 def test_install_script_parses() -> None:

@@ -8,6 +8,7 @@ files; this module decides which call to make and records it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,6 +22,12 @@ from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..judging.policy import Face, Verdict
 from ..ledger.store import Ledger, LedgerRow
 from ..logs import get_logger
+from .lease import (
+    OPEN_WRITER_LIMIT_SECONDS,
+    UNLEASED_QUIET_SECONDS,
+    ReadLease,
+    StillWrittenError,
+)
 from .moves import (
     Action,
     Places,
@@ -34,6 +41,8 @@ from .moves import (
 from .recovery import recover_pending
 
 __all__ = ["Applier", "Outcome"]
+
+STILL_WRITTEN_RETRY = 1.0  # seconds until a file open for writing is looked at again
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,8 @@ class Applier:
         rejudge: Callable[[LedgerRow], bool] | None = None,
         unreadable_grace: float = 0.0,
         mode: int = 0o640,
+        unleased_quiet: float = UNLEASED_QUIET_SECONDS,
+        open_writer_limit: float = OPEN_WRITER_LIMIT_SECONDS,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
@@ -90,6 +101,10 @@ class Applier:
         # "unreadable" on a file changed less than this long ago is provisional
         # ([images] unreadable_grace_seconds): maybe an upload written in pieces.
         self.unreadable_grace = unreadable_grace
+        # A file someone still has open for writing is not acted on (`lease`).
+        self.unleased_quiet = unleased_quiet
+        self.open_writer_limit = open_writer_limit
+        self._said_no_lease = False
         self._log = get_logger()
         # The inbox and facesieve's folders, held by descriptor: every action works
         # relative to them and never follows a symlink.
@@ -212,11 +227,62 @@ class Applier:
         folders: ResolvedFolders,
     ) -> Outcome:
         assert self.places is not None
-        path, root, parts = judgement.path, self.places.root, held.parts
+        root, parts = self.places.root, held.parts
         try:
             check_unchanged(held, root, parts)
         except ChangedError as error:
             return self._deferred(outcome, str(error))
+        try:
+            lease = self._lease(held, action, folder)
+        except StillWrittenError as error:
+            # A stalled upload looks finished: never act on it, whatever its verdict.
+            return self._deferred(outcome, str(error), STILL_WRITTEN_RETRY)
+        with lease:
+            return self._act_leased(
+                held, judgement, outcome, action, folder, destination, folders, lease
+            )
+
+    def _lease(self, held: HeldFile, action: Action, folder: Path | None) -> ReadLease:
+        """A read lease on the held file: nobody may have it open for writing (`lease`).
+
+        Raises:
+            StillWrittenError: someone has it open for writing; or no lease can be
+                taken, the action could lose bytes a writer adds (a copy to another
+                filesystem, a delete), and it changed too recently.
+        """
+        assert self.places is not None
+        lease = ReadLease.take(
+            held.fd, held.identity, open_limit=self.open_writer_limit, quiet=self.unleased_quiet
+        )
+        if lease.missing is None:
+            return lease
+        if lease.open_for_writing:
+            self._log.warning("acting_on_open_file", path=str(held.path), reason=lease.missing)
+        elif not self._said_no_lease:
+            # Once a run: the same cause (no CAP_LEASE, no leases there) holds for all.
+            self._said_no_lease = True
+            self._log.warning("no_lease", path=str(held.path), reason=lease.missing)
+        if action is Action.DELETE:
+            lease.require_quiet(held.identity, "a delete")
+        elif folder is not None:
+            there = os.fstat(self.places.state_folder(folder).fd).st_dev
+            if there != held.identity.dev:
+                lease.require_quiet(held.identity, "a copy to another filesystem")
+        return lease
+
+    def _act_leased(
+        self,
+        held: HeldFile,
+        judgement: Judgement,
+        outcome: Outcome,
+        action: Action,
+        folder: Path | None,
+        destination: Path | None,
+        folders: ResolvedFolders,
+        lease: ReadLease,
+    ) -> Outcome:
+        assert self.places is not None
+        path, root, parts = judgement.path, self.places.root, held.parts
         row_id = None
         if self.ledger is not None:
             self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
@@ -248,9 +314,10 @@ class Applier:
                     self.places.state_folder(folder),
                     mode=self.places.mode,
                     sha256=judgement.sha256,
+                    lease=lease,
                 )
             elif action is Action.DELETE:
-                delete_held(held, root, parts, sha256=judgement.sha256)
+                delete_held(held, root, parts, sha256=judgement.sha256, lease=lease)
         except ChangedError as error:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, f"changed while acted on, nothing done: {error}")

@@ -49,6 +49,8 @@ from ..intake.safefs import (
     scan_folder,
 )
 from ..judging.policy import Verdict
+from ..logs import get_logger
+from .lease import ReadLease
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -141,22 +143,33 @@ def free_destination(source: Path, root: Path, folder: Path) -> Path:
 # -- folders by descriptor -------------------------------------------------------------
 
 
-def _make_below(base_fd: int, parts: tuple[str, ...], *, check: bool = False) -> int:
+def _make_below(
+    base_fd: int, parts: tuple[str, ...], *, check: bool = False, like_parent: bool = False
+) -> int:
     """A new descriptor of `base/parts...`, creating missing folders; no symlink followed.
 
     `check`: every folder on the way must be this user's or root's (inside a state folder).
+    `like_parent`: a folder created gets the owner, group and mode of the folder it is
+    created in (a restore's folders in the inbox: its users' folders, not facesieve's
+    0750 ones); otherwise it is facesieve's, 0750.
     """
     fd = os.open(".", DIR_FLAGS, dir_fd=base_fd)
     try:
         for part in parts:
             if part in ("", ".", ".."):
                 raise OSError(errno.EINVAL, f"{part!r} is not a folder name")
+            made = False
             try:
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):
+                try:
                     os.mkdir(part, STATE_FOLDER_MODE, dir_fd=fd)
+                    made = True
+                except FileExistsError:
+                    pass
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            if made and like_parent:
+                _take_after_parent(child, fd)
             os.close(fd)
             fd = child
             if check:
@@ -167,11 +180,28 @@ def _make_below(base_fd: int, parts: tuple[str, ...], *, check: bool = False) ->
     return fd
 
 
-def _ensure_path(path: Path) -> int:
+def _take_after_parent(child: int, parent: int) -> None:
+    """Give a folder facesieve just made its parent's owner, group and mode, by descriptor.
+
+    Only while it is still the folder made (this user's): one swapped in meanwhile
+    is left as it is. Without the right to chown (not root), it keeps facesieve's
+    owner and takes the parent's mode.
+    """
+    info, like = os.fstat(child), os.fstat(parent)
+    if info.st_uid != os.geteuid():
+        return
+    if (info.st_uid, info.st_gid) != (like.st_uid, like.st_gid):
+        with contextlib.suppress(PermissionError):
+            os.fchown(child, like.st_uid, like.st_gid)
+    # After the chown, which may clear setgid; setuid means nothing on a folder.
+    os.fchmod(child, stat.S_IMODE(like.st_mode) & 0o3777)
+
+
+def _ensure_path(path: Path, *, like_parent: bool = False) -> int:
     """A descriptor of an absolute folder, created if missing, walked from `/` without symlinks."""
     root = os.open("/", DIR_FLAGS)
     try:
-        return _make_below(root, Path(os.path.abspath(path)).parts[1:])
+        return _make_below(root, Path(os.path.abspath(path)).parts[1:], like_parent=like_parent)
     finally:
         os.close(root)
 
@@ -338,22 +368,33 @@ def identity_of(path: Path, base: Folder | None) -> Identity | None:
 
 
 def delete_held(
-    held: HeldFile, root: Folder, parts: tuple[str, ...], *, sha256: str | None = None
+    held: HeldFile,
+    root: Folder,
+    parts: tuple[str, ...],
+    *,
+    sha256: str | None = None,
+    lease: ReadLease | None = None,
 ) -> None:
     """Delete the judged file, only if its name still refers to the bytes judged.
 
     With `sha256`, the bytes themselves are compared first (a write within the
-    kernel clock's tick would leave ctime as it was).
+    kernel clock's tick would leave ctime as it was). With `lease` (taken on the
+    held descriptor), only if nobody opened it for writing meanwhile; without a
+    lease held, only once it is quiet (`lease`).
 
     Raises:
-        ChangedError: it changed; nothing was deleted.
+        ChangedError: it changed, or is (maybe) still written; nothing was deleted.
         ActionError: the unlink failed.
     """
     _check_reachable(held, root, parts)
     _verify(held)
+    if lease is not None:
+        lease.require_quiet(held.identity, "a delete")
     if sha256 is not None and _digest(held.fd) != sha256:
         raise ChangedError("its bytes are not the ones judged")
     _verify(held)
+    if lease is not None:
+        lease.check()
     try:
         os.unlink(held.name, dir_fd=held.dir_fd)
         _fsync(held.dir_fd)
@@ -370,11 +411,13 @@ def move_held(
     *,
     mode: int,
     sha256: str | None,
+    lease: ReadLease | None = None,
 ) -> Path:
     """Move the judged file to `destination` (below the held `base`), or to a free `~N` name.
 
     `parts` are the folders from `root` to the file, as it was judged. Returns where
-    it landed.
+    it landed. With `lease` (taken on the held descriptor), a writer that opens the
+    file before its source name goes undoes the move (`lease`).
 
     Raises:
         ChangedError: the name, its folder or its bytes changed; nothing was moved.
@@ -392,7 +435,7 @@ def move_held(
         raise ActionError(f"cannot create the folder of {destination}: {error}") from error
     try:
         for candidate in _candidates(Path(relative[-1])):
-            if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256):
+            if _place(held, folder_fd, candidate.name, mode=mode, sha256=sha256, lease=lease):
                 return destination.with_name(candidate.name)
     except OSError as error:
         raise ActionError(f"cannot move {held.path} to {destination}: {error}") from error
@@ -401,9 +444,24 @@ def move_held(
     raise AssertionError("unreachable")
 
 
-def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None) -> bool:
-    """Move the held file to exactly `name` in `folder_fd`; False, nothing changed, if taken."""
+def _place(
+    held: HeldFile,
+    folder_fd: int,
+    name: str,
+    *,
+    mode: int,
+    sha256: str | None,
+    lease: ReadLease | None = None,
+    own_partials: bool = True,
+) -> bool:
+    """Move the held file to exactly `name` in `folder_fd`; False, nothing changed, if taken.
+
+    `own_partials`: a `name.facesieve-partial` found there is a copy facesieve left
+    (in its own folders); otherwise it is someone's file, never removed.
+    """
     _verify(held)
+    if lease is not None:
+        lease.check()
     try:
         # link() fails on an existing name, so no overwrite can race in.
         os.link(
@@ -413,7 +471,15 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         return False
     except OSError as error:
         if error.errno == errno.EXDEV:
-            return _copy_across(held, folder_fd, name, mode=mode, sha256=sha256)
+            return _copy_across(
+                held,
+                folder_fd,
+                name,
+                mode=mode,
+                sha256=sha256,
+                lease=lease,
+                own_partials=own_partials,
+            )
         if error.errno in _NO_LINKS:
             return _rename_if_free(held, folder_fd, name)
         raise
@@ -443,6 +509,13 @@ def _place(held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str 
         os.unlink(name, dir_fd=folder_fd)
         _fsync(folder_fd)
         raise ChangedError("it changed at the moment of acting; the link was taken back")
+    if lease is not None:
+        try:
+            lease.check()
+        except ChangedError as error:
+            os.unlink(name, dir_fd=folder_fd)
+            _fsync(folder_fd)
+            raise ChangedError(f"{error}; the link was taken back") from error
     _unlink_source(held)
     return True
 
@@ -504,15 +577,37 @@ def _rename_if_free(held: HeldFile, folder_fd: int, name: str) -> bool:
 
 
 def _copy_across(
-    held: HeldFile, folder_fd: int, name: str, *, mode: int, sha256: str | None
+    held: HeldFile,
+    folder_fd: int,
+    name: str,
+    *,
+    mode: int,
+    sha256: str | None,
+    lease: ReadLease | None = None,
+    own_partials: bool = True,
 ) -> bool:
-    """Copy from the held descriptor, never the path; unlink the source only if unchanged."""
+    """Copy from the held descriptor, never the path; unlink the source only if unchanged.
+
+    The copy is written at `name.facesieve-partial` first; one found there is
+    removed only with `own_partials` (facesieve's own folders), else left alone
+    (ActionError).
+
+    With `lease`: only if nobody has it open for writing, from before the copy until
+    right before the unlink; without a lease held, only once it is quiet (`lease`).
+    """
+    if lease is not None:
+        lease.require_quiet(held.identity, "a copy to another filesystem")
+        lease.check()
     partial = name + PARTIAL_SUFFIX
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
-    except FileExistsError:
-        # Left by a crash (recovery removes these); the name is ours.
+    except FileExistsError as error:
+        if not own_partials:
+            raise ActionError(
+                f"{partial} exists and is no copy facesieve left: left alone"
+            ) from error
+        # Left by a crash in facesieve's own folder (recovery removes these).
         os.unlink(partial, dir_fd=folder_fd)
         writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
     placed = False
@@ -545,6 +640,8 @@ def _copy_across(
             os.unlink(partial, dir_fd=folder_fd)
     try:
         _verify(held)
+        if lease is not None:
+            lease.check()  # a writer that opened it since would add bytes the copy misses
     except ChangedError as error:
         if placed and _named(held) is None:
             # The source's name went (a recovery finished this move; the unlink moved
@@ -561,13 +658,21 @@ def _copy_across(
 # -- by path: for restores, purges, recovery and tests ----------------------------------------
 
 
-def _parent(path: Path, base: Folder | None, *, create: bool = False) -> int:
-    """A descriptor of `path`'s folder: from `base` if given, else from `/`; no symlinks."""
+def _parent(
+    path: Path, base: Folder | None, *, create: bool = False, like_parent: bool = False
+) -> int:
+    """A descriptor of `path`'s folder: from `base` if given, else from `/`; no symlinks.
+
+    `create`: missing folders are made (`like_parent`: as `_make_below` says)."""
     path = Path(os.path.abspath(path))
     if base is None:
-        return _ensure_path(path.parent) if create else open_path(path.parent)
+        if not create:
+            return open_path(path.parent)
+        return _ensure_path(path.parent, like_parent=like_parent)
     parts = base.parts(path)[:-1]
-    return _make_below(base.fd, parts) if create else base.open_folder(parts)
+    if not create:
+        return base.open_folder(parts)
+    return _make_below(base.fd, parts, like_parent=like_parent)
 
 
 def _hold(path: Path, base: Folder | None, expected: Identity | None = None) -> HeldFile:
@@ -649,13 +754,21 @@ def restore_file(
     mode: int = 0o640,
     sha256: str | None = None,
     expected: Identity | None = None,
+    resumed: bool = False,
 ) -> Identity:
     """Move `source` back to exactly `original`, creating its folders, keeping the mtime.
 
     No folder on either path is followed if it is a symlink: a folder on the way
     to `original` swapped for one is an error, never a way out of the inbox.
-    With `expected` and `sha256` it moves only that file with those bytes.
-    Returns the identity of the file now at `original`.
+    A missing folder is re-created with the owner, group and mode of the folder
+    it is made in (the ledger keeps no folder's own). With `expected` and `sha256`
+    it moves only that file with those bytes. Returns the identity of the file now
+    at `original`.
+
+    `original` lies in a folder others write: a `original.facesieve-partial` there
+    is removed only when `resumed` (an earlier restore of this file, a row of its
+    own, was cut short) and it is facesieve's (this user's, one link); any other is
+    left alone, logged, and a copy across filesystems that needs its name fails.
 
     Raises:
         RestoreConflictError: something is at `original`; nothing was changed.
@@ -667,22 +780,37 @@ def restore_file(
         raise ActionError(f"cannot restore {source}: {error}") from error
     with held:
         try:
-            folder_fd = _parent(original, original_base, create=True)
+            folder_fd = _parent(original, original_base, create=True, like_parent=True)
         except (OSError, ValueError) as error:
             refused = isinstance(error, OSError) and is_symlink_refusal(error)
             why = "a folder on the way is a symlink, never followed" if refused else str(error)
             raise ActionError(f"cannot restore {source} to {original}: {why}") from error
         try:
-            # A copy across filesystems that a crash cut short left this; the name is ours.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(original.name + PARTIAL_SUFFIX, dir_fd=folder_fd)
-            if not _place(held, folder_fd, original.name, mode=mode, sha256=sha256):
+            _clear_partial(folder_fd, original.with_name(original.name + PARTIAL_SUFFIX), resumed)
+            if not _place(
+                held, folder_fd, original.name, mode=mode, sha256=sha256, own_partials=False
+            ):
                 raise RestoreConflictError(f"{original} exists; {source} left where it is")
             return Identity.of(os.stat(original.name, dir_fd=folder_fd, follow_symlinks=False))
         except (OSError, ChangedError) as error:
             raise ActionError(f"cannot restore {source} to {original}: {error}") from error
         finally:
             os.close(folder_fd)
+
+
+def _clear_partial(folder_fd: int, partial: Path, resumed: bool) -> None:
+    """Remove a partial copy an interrupted restore left, and nothing else (logged)."""
+    try:
+        info = os.stat(partial.name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    ours = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and info.st_nlink == 1
+    if not (resumed and ours):
+        why = "no restore of this file was cut short" if not resumed else "not facesieve's"
+        get_logger().warning("partial_left_alone", path=str(partial), reason=why)
+        return
+    os.unlink(partial.name, dir_fd=folder_fd)
+    get_logger().info("partial_removed", path=str(partial))
 
 
 def content_identity(path: Path, base: Folder | None, sha256: str) -> Identity | None:

@@ -370,6 +370,8 @@ def _restore(
             original_base=original_base,
             mode=mode,
             expected=moving,
+            # An earlier restore of this file (a row of its own) may have left a partial.
+            resumed=restore is not None,
         )
     except RestoreConflictError as error:
         ledger.fail(row_id, str(error))
