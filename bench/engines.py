@@ -6,9 +6,12 @@ Builds a temporary folder from ../shared/data (its images again and again under 
 names, in 40 folders), then scans a fresh copy of it with each engine, as the CLI runs:
 `--workers 1`, `--workers 2`, `--engine ray --actors 2` (a local cluster the scan starts
 itself). For each: images/s over the whole command and after the first result,
-start-up (seconds to the first result), peak memory (the highest sum of the resident
-memory of the scan's whole process tree, Ray's processes included, sampled every
-0.2 s), and whether every verdict is the one `--workers 1` gave.
+start-up (seconds to the first result), and peak memory of the scan's whole process
+tree (Ray's processes included, sampled every 0.2 s) as PSS: shared pages divided
+among the processes that map them, so the sum over the tree counts each page once
+(`bench/proctree.py`; peak USS, the private pages only, beside it). Then every pair of
+runs is compared: verdicts that agree, out of the paths either judged, and the speed
+ratios, so no run is compared with itself.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
+
+from proctree import tree_memory  # bench/proctree.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACESIEVE_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -32,7 +38,6 @@ RUNS = {
     "w2": ["--workers", "2"],
     "ray2": ["--engine", "ray", "--actors", "2"],
 }
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def build(folder: Path, count: int) -> None:
@@ -47,42 +52,21 @@ def build(folder: Path, count: int) -> None:
         shutil.copyfile(sources[n % len(sources)], target)
 
 
-def _tree_rss(root: int) -> int:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as handle:
-                total += int(handle.read().split()[1]) * _PAGE
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
 @dataclass
 class Result:
     name: str
+    label: str  # the run's name and its place in --runs, as a run may repeat
     seconds: float
     startup: float
     judged: int
     steady: float
-    peak_bytes: int
+    peak_pss: int
+    peak_uss: int
     verdicts: dict[str, str]
     code: int
 
 
-def run(name: str, folder: Path) -> Result:
+def run(name: str, folder: Path, label: str) -> Result:
     command = [sys.executable, "-m", "facesieve", "scan", str(folder), "--json", *RUNS[name]]
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -93,13 +77,14 @@ def run(name: str, folder: Path) -> Result:
         errors="surrogateescape",
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
-    peak = 0
+    peak_pss = peak_uss = 0
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_pss, peak_uss
         while not done.wait(0.2):
-            peak = max(peak, _tree_rss(process.pid))
+            memory = tree_memory(process.pid)
+            peak_pss, peak_uss = max(peak_pss, memory.pss), max(peak_uss, memory.uss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -118,7 +103,9 @@ def run(name: str, folder: Path) -> Result:
     done.set()
     sampler.join()
     steady = (len(verdicts) - 1) / (last - first) if last > first else 0.0
-    return Result(name, seconds, first, len(verdicts), steady, peak, verdicts, code)
+    return Result(
+        name, label, seconds, first, len(verdicts), steady, peak_pss, peak_uss, verdicts, code
+    )
 
 
 def main() -> None:
@@ -131,32 +118,49 @@ def main() -> None:
         template = Path(scratch) / "template"
         build(template, args.images)
         results = []
-        for name in names:
-            folder = Path(scratch) / name
+        for index, name in enumerate(names):
+            folder = Path(scratch) / f"{index}-{name}"  # `--runs w1,w1` compares w1 with a rerun
             shutil.copytree(template, folder)
-            results.append(run(name, folder))
-            print(f"{name}: done in {results[-1].seconds:.1f} s", file=sys.stderr, flush=True)
-    base = results[0]
-    print(f"{args.images} images, {os.cpu_count()} CPUs; verdicts compared with {base.name}")
+            results.append(run(name, folder, f"{name}#{index + 1}"))
+            print(
+                f"{results[-1].label}: done in {results[-1].seconds:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(f"{args.images} images, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(
-        "| run | exit | judged | seconds | images/s (whole run) | images/s (after first) "
-        "| start-up s | peak memory GB | verdicts same as first run |"
+        "| run | flags | exit | judged | seconds | images/s (whole run) | images/s (after first) "
+        "| start-up s | peak PSS GB (tree) | peak USS GB (tree) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        same = sum(r.verdicts.get(path) == verdict for path, verdict in base.verdicts.items())
         print(
-            f"| {' '.join(RUNS[r.name])} | {r.code} | {r.judged} | {r.seconds:.1f} "
+            f"| {r.label} | {' '.join(RUNS[r.name])} | {r.code} | {r.judged} | {r.seconds:.1f} "
             f"| {r.judged / r.seconds:.1f} | {r.steady:.1f} | {r.startup:.1f} "
-            f"| {r.peak_bytes / 1e9:.2f} | {same}/{len(base.verdicts)} |"
+            f"| {r.peak_pss / 1e9:.2f} | {r.peak_uss / 1e9:.2f} |"
         )
-    for r in results[1:]:
-        print(
-            f"ratio {r.name}/{base.name}: whole run {base.seconds / r.seconds:.2f}x, "
-            f"after first result {r.steady / base.steady:.2f}x"
-            if base.steady
-            else ""
-        )
+    if len(results) < 2:
+        print("one run: nothing to compare it with")
+    for a, b in pairs(results):
+        print(compare(a, b))
+
+
+def pairs(results: list[Result]) -> list[tuple[Result, Result]]:
+    """Every two different runs, in the order of --runs: a run is never its own reference."""
+    return list(combinations(results, 2))
+
+
+def compare(a: Result, b: Result) -> str:
+    """Verdict agreement and speed of run `b` against run `a`: two different runs."""
+    paths = a.verdicts.keys() | b.verdicts.keys()
+    same = sum(a.verdicts.get(path) == b.verdicts.get(path) for path in paths)
+    only = len(a.verdicts.keys() ^ b.verdicts.keys())
+    steady = f"{b.steady / a.steady:.2f}x" if a.steady and b.steady else "n/a"
+    return (
+        f"{b.label} against {a.label}: verdicts the same for {same}/{len(paths)} paths "
+        f"({only} judged by one run only); {b.label} ran {a.seconds / b.seconds:.2f}x "
+        f"{a.label}'s speed over the whole run, {steady} after the first result"
+    )
 
 
 if __name__ == "__main__":

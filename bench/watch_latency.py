@@ -6,7 +6,12 @@ Usage: python bench/watch_latency.py [--data ../shared/data] [--idle 30] [--burs
 Starts the real daemon on a temporary inbox and measures, from its JSON log:
   - latency from a file's close (its writer's clock) to its `decision` event,
     p50 and p95, idle (one file at a time) and during a burst;
-  - the daemon's peak RSS (VmHWM) after N images, to show growth stays bounded.
+  - the peak memory of the daemon's whole process tree after N images (the daemon and
+    its decoder child, which decodes every image apart from the models), to show growth
+    stays bounded. The tree is sampled every 0.2 s and counted as PSS (shared pages
+    divided among the processes that map them, `bench/proctree.py`), with the daemon's
+    and the child's share beside it; the daemon's own VmHWM alone would leave the child
+    out, and summed RSS would count the pages they share twice.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
+
+from proctree import Memory, process_memory, tree_memory  # bench/proctree.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +60,45 @@ class Watch:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        self.peak = Memory()
+        self.peak_daemon = Memory()
+        self.peak_children = Memory()
+        self._sampling = threading.Event()
+        self._peaks_lock = threading.Lock()  # the sampler thread and sample() both update
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
         self.wait(lambda e: e.get("event") == "ready", 1, 300)
+
+    def _sample(self) -> None:
+        while not self._sampling.wait(0.2):
+            self.sample()
+
+    def sample(self) -> None:
+        """Take one reading of the tree now (the sampler thread takes one every 0.2 s)."""
+        tree = tree_memory(self.process.pid)
+        daemon = process_memory(self.process.pid)
+        children = Memory(
+            tree.pss - daemon.pss,
+            tree.uss - daemon.uss,
+            tree.rss - daemon.rss,
+            tree.processes - daemon.processes,
+        )
+        with self._peaks_lock:
+            if tree.pss > self.peak.pss:
+                self.peak = tree
+            if daemon.pss > self.peak_daemon.pss:
+                self.peak_daemon = daemon
+            if children.pss > self.peak_children.pss:
+                self.peak_children = children
+
+    def memory_line(self) -> str:
+        """Peak PSS of the tree so far, and the peaks of its two parts (MiB)."""
+        return (
+            f"peak PSS {self.peak.pss / 2**20:.0f} MiB over {self.peak.processes} processes "
+            f"(daemon alone {self.peak_daemon.pss / 2**20:.0f} MiB, its children: the decoder "
+            f"{self.peak_children.pss / 2**20:.0f} MiB; the tree's USS at its peak "
+            f"{self.peak.uss / 2**20:.0f} MiB)"
+        )
 
     def events(self) -> list[dict]:
         """Parsed log events, read incrementally so that polling stays cheap."""
@@ -83,15 +129,11 @@ class Watch:
             time.sleep(0.1)
         raise TimeoutError(f"waited {timeout} s for {count} events")
 
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(120)
+        self._sampling.set()
+        self._sampler.join()
         self._out.close()
         return code
 
@@ -119,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         inbox = Path(tmp) / "inbox"
         inbox.mkdir()
         watch = Watch(inbox, Path(tmp))
-        print(f"daemon ready; peak RSS after loading: {watch.peak_rss_mb():.0f} MB")
+        watch.sample()
+        print(f"load average {os.getloadavg()[0]:.1f}; daemon ready: {watch.memory_line()}")
 
         closed: dict[str, float] = {}
         for index in range(args.idle):
@@ -145,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 put(pool[index % len(pool)], inbox / f"rss_{target}_{index:05d}.jpg")
             judged = max(judged, target)
             watch.wait(lambda e: e.get("event") == "decision", judged, 3600)
-            rss[target] = watch.peak_rss_mb()
-            print(f"peak RSS after {judged} images: {rss[target]:.0f} MB")
+            watch.sample()
+            rss[target] = watch.peak.pss / 2**20
+            print(f"after {judged} images: {watch.memory_line()}")
 
         fill_to(checkpoints[0])
         closed = {}
@@ -167,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             fill_to(target)
         if len(checkpoints) >= 2:
             first, last = checkpoints[0], checkpoints[-1]
-            print(f"growth from {first} to {last} images: {rss[last] - rss[first]:+.0f} MB")
+            print(
+                f"peak PSS growth from {first} to {last} images: {rss[last] - rss[first]:+.0f} MiB"
+            )
         print(f"daemon exit code on SIGTERM: {watch.stop()}")
     return 0
 
