@@ -351,19 +351,13 @@ _HANGING_GUARD = textwrap.dedent(
 
     config_path, entered = Path(sys.argv[1]), Path(sys.argv[2])
 
-
-    class Hangs(HangsOnce):
-        def analyze_many(self, images, policy=None):
-            entered.touch()  # the model call began: a stop now waits for it
-            return super().analyze_many(images, policy)
-
-
     configure_logging(format="json", stream=sys.stdout)
     guard = Guard(
         load_config(config_path),
         config_path=config_path,
         notifier=Notifier.from_environment({}),
-        make_analyzer=lambda config: Hangs(timeout=300),
+        # entered: the model call began, so a stop now waits for it
+        make_analyzer=lambda config: HangsOnce(timeout=300, entered_file=entered),
     )
     sys.exit(guard.run())
     """
@@ -480,7 +474,7 @@ def test_the_reconcile_interval_pass_judges_a_file_that_came_without_an_event(
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-    "img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
 
@@ -516,13 +510,14 @@ def test_the_review_page_sends_only_re_encoded_jpeg_pixels(tmp_path: Path) -> No
     token = "t" * 40
     client = create_app(Config(), folders, token, "tester").test_client()
 
-    for answer in (client.get(f"/?token={token}"), client.get(f"/api/queue?token={token}")):
+    header = {"X-Facesieve-Token": token}
+    for answer in (client.get("/"), client.get("/api/queue", headers=header)):
         assert answer.status_code == 200
         assert answer.headers["Content-Security-Policy"] == CSP
     for name, row in rows.items():
         assert row.destination is not None
         assert Path(row.destination).read_bytes() == uploads[name]  # in review, as uploaded
-        answer = client.get(f"/image/{row.id}?token={token}")
+        answer = client.get(f"/image/{row.id}", headers=header)
         assert answer.status_code == 200, name
         assert answer.headers["Content-Security-Policy"] == CSP
         assert answer.headers["X-Content-Type-Options"] == "nosniff"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -19,20 +18,7 @@ from facesieve.config import Config
 from facesieve.daemon.guard import Guard
 from facesieve.daemon.notify import Notifier
 from facesieve.intake.observer import InboxObserver
-
-
-class NoFaces:
-    """Never asked: the guard is not run."""
-
-    def describe(self) -> dict[str, str]:
-        return {"detector": "none", "gender": "none"}
-
-    def analyze_many(self, images: list[Any], policy: Any = None) -> list[list[Any]]:
-        return [[] for _ in images]
-
-    def use_gender(self, wanted: bool) -> None:
-        """No faces, no genders."""
-
+from facesieve.testing import NoFaces
 
 RENAMED = {
     # the emitter keeps its inotify group under another name

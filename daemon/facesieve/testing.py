@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import PolicyConfig
 from .judging.images import DecodedImage
@@ -102,19 +103,23 @@ class SlowNoFaces(NoFaces):
 class HangsOnce(NoFaces):
     """Blocks inside model calls until `release` is set, as a hung model call would.
 
-    `entered` is set as the first call begins. A call returns (as `NoFaces`) once
-    released, or after `timeout` seconds so that a failing test cannot hang for ever.
+    `entered` is set as the first call begins, and `entered_file` (for a test in
+    another process) is created then. A call returns (as `NoFaces`) once released,
+    or after `timeout` seconds so that a failing test cannot hang for ever.
     """
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, *, entered_file: Path | None = None) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
         self._timeout = timeout
+        self._entered_file = entered_file
 
     def analyze_many(
         self, images: Sequence[DecodedImage], policy: PolicyConfig | None = None
     ) -> list[list[Face]]:
         self.entered.set()
+        if self._entered_file is not None:
+            self._entered_file.touch()
         self.release.wait(self._timeout)
         return super().analyze_many(images, policy)
 
