@@ -29,6 +29,7 @@ from watchdog.events import (
 from ..config import WatchConfig
 from ..logs import get_logger
 from .inbox import Inbox
+from .safefs import open_below
 
 __all__ = ["InboxObserver", "Settler"]
 
@@ -183,9 +184,9 @@ class InboxObserver:
 
             self._observer: Any = PollingObserver(timeout=watch.poll_interval)
         else:
-            from watchdog.observers import Observer
+            from .inotify import SafeInotifyObserver
 
-            self._observer = Observer()
+            self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
         self._observer.schedule(handler, str(inbox.root), recursive=True)
         # Folders inotify could not watch, polled instead: folder -> its files' states.
@@ -233,7 +234,8 @@ class InboxObserver:
             return []
         managed = set(self._inbox.folders.managed())
         found = []
-        for folder, subfolders, _ in os.walk(self._inbox.root):
+        # fwalk, not walk: a folder swapped for a symlink while listed is never entered.
+        for folder, subfolders, _, _ in os.fwalk(self._inbox.root, follow_symlinks=False):
             subfolders[:] = [n for n in subfolders if Path(folder, n) not in managed]
             path = Path(folder)
             if os.fsencode(folder) in watched or path in self.unwatched:
@@ -253,18 +255,29 @@ class InboxObserver:
 
     def _poll(self, folder: Path, seen: dict[Path, tuple[int, int]], *, settle: bool) -> None:
         try:
-            entries = list(os.scandir(folder))
+            # By descriptor from the root: a folder swapped for a symlink is not listed.
+            root = os.open(self._inbox.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = open_below(root, folder.relative_to(self._inbox.root).parts)
+            finally:
+                os.close(root)
+        except (OSError, ValueError):
+            return
+        states = {}
+        try:
+            for entry in os.scandir(fd):  # each entry stats through fd: used before it closes
+                if not entry.is_file(follow_symlinks=False) or self._inbox.ignored(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                states[folder / entry.name] = (info.st_size, info.st_mtime_ns)
         except OSError:
             return
-        for entry in entries:
-            if not entry.is_file(follow_symlinks=False) or self._inbox.ignored(entry.name):
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            path = Path(entry.path)
-            state = (info.st_size, info.st_mtime_ns)
+        finally:
+            os.close(fd)
+        for path, state in states.items():
             if seen.get(path) != state:
                 seen[path] = state
                 if settle:
