@@ -1,4 +1,5 @@
-"""The observer in-process (issue 18): no watch ever through a symlinked folder.
+"""The observer in-process (issue 18): arrived folders walked once per burst and within
+a budget, and no watch ever through a symlinked folder.
 
 Plumbing only, no model: tests/test_watch_flood.py runs the real daemon under attack.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+
+from structlog.testing import capture_logs
 
 from facesieve.config import Config, watch_folders
 from facesieve.intake.inbox import Inbox
@@ -45,6 +48,53 @@ def fill(folder: Path, count: int) -> list[Path]:
     return files
 
 
+def walk_pending(observer: InboxObserver, **limits: int) -> None:
+    # Before issue 18 there was nothing pending: `_arrived` walked on the spot.
+    walk = getattr(observer, "walk_arrivals", None)
+    if walk is not None:
+        walk(**limits)
+
+
+def test_a_burst_of_events_for_one_folder_walks_it_once(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    files = fill(inbox / "album", 5) + fill(inbox / "album" / "deeper", 3)
+    offers = Offers()
+    observer = observer_on(inbox, offers, polling=True)
+    for _ in range(200):  # one folder, announced again and again (moved back and forth)
+        observer._arrived(inbox / "album", True)
+        observer._arrived(inbox / "album" / "deeper", True)
+    walk_pending(observer)
+    assert sorted(offers.offered) == sorted(files)
+    walk_pending(observer)
+    assert len(offers.offered) == len(files)  # nothing left to walk again
+
+
+def test_arrival_walks_are_bounded_per_tick_and_the_rest_left_to_a_pass(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    big = fill(inbox / "big", 30)
+    small = [fill(inbox / f"small{n}", 1)[0] for n in range(5)]
+    offers = Offers()
+    observer = observer_on(inbox, offers, polling=True)
+    for n in range(5):
+        observer._arrived(inbox / f"small{n}", False)
+    observer._arrived(inbox / "big", True)
+    with capture_logs() as logs:
+        # "big" sorts first: 10 of its 30 files, then the budget is spent.
+        assert observer.walk_arrivals(max_folders=2, max_files=10) == 1
+    assert len(offers.offered) == 10 and set(offers.offered) <= set(big)
+    assert offers.reconciles == ["arrival walk over budget"]
+    assert observer.arrivals_deferred == 1
+    deferred = [e for e in logs if e["event"] == "arrivals_deferred"]
+    assert deferred and deferred[0]["path"] == str(inbox / "big")
+    assert observer.walk_arrivals(max_folders=2, max_files=10) == 2
+    assert observer.walk_arrivals(max_folders=2, max_files=10) == 2
+    assert observer.walk_arrivals(max_folders=2, max_files=10) == 1
+    assert observer.walk_arrivals(max_folders=2, max_files=10) == 0
+    assert sorted(offers.settling) == sorted(small)  # created folders: their files settle
+
+
 def test_a_folder_swapped_for_a_symlink_is_never_watched_through_it(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     fill(inbox / "real" / "sub", 1)
@@ -71,3 +121,4 @@ def test_a_folder_swapped_for_a_symlink_is_never_watched_through_it(tmp_path: Pa
     assert after == before, sorted(set(after) - set(before))
     assert simulated == []
     assert not [p for p in after if p.startswith(os.fsencode(inbox / "swapped"))]
+

@@ -5,8 +5,9 @@ Threads, and what each one may do:
     worker, which never blocks them;
   - the worker thread (`worker.py`) holds the models, the ledger and the queue;
   - the main thread, here, handles signals (handlers only set flags), talks to
-    systemd (READY, STATUS, WATCHDOG, STOPPING), applies a SIGHUP reload and
-    shuts everything down in order.
+    systemd (READY, STATUS, WATCHDOG, STOPPING), walks the folders that arrived
+    (each once a tick, a bounded number), applies a SIGHUP reload and shuts
+    everything down in order.
 Every wait is an interruptible `Event.wait(timeout)`.
 """
 
@@ -215,6 +216,14 @@ class Guard:
         if self._metrics is not None:
             self._metrics.unwatched.set(len(self._observer.unwatched))
 
+    def _walk_arrivals(self, observer: InboxObserver) -> None:
+        """The folders that arrived since the last tick, each walked once, a bounded
+        number a tick; a walk cut short is counted and left to a pass."""
+        deferred = observer.arrivals_deferred
+        observer.walk_arrivals()
+        if self._metrics is not None and observer.arrivals_deferred > deferred:
+            self._metrics.arrivals_deferred.inc(observer.arrivals_deferred - deferred)
+
     def _serve_metrics(self) -> None:
         if self._metrics is None:
             return
@@ -246,6 +255,8 @@ class Guard:
                 return
             if self._reload:
                 self._apply_reload()
+            if observer is not None:
+                self._walk_arrivals(observer)
             if observer is not None and observer.audit_due.is_set() and now >= next_audit:
                 self._audit_watches()  # walks the inbox: at most once a second
                 next_audit = now + 1.0

@@ -78,6 +78,12 @@ class Metrics:
             "Folders for which adding an inotify watch failed.",
             registry=self.registry,
         )
+        self.arrivals_deferred = Counter(
+            "facesieve_arrivals_deferred",
+            "Arrived folders whose walk was cut short by the per-tick budget and left "
+            "to a reconciliation pass.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 
 from ..config import Config, ResolvedFolders
@@ -57,7 +57,7 @@ class Inbox:
             return False
         return not self.ignored(path.name)
 
-    def walk(self, top: Path | None = None) -> Iterator[Path]:
+    def walk(self, top: Path | None = None) -> Generator[Path, None, None]:
         """Every candidate under `top` (default: the root), depth first, each folder's
         files in sorted order.
 

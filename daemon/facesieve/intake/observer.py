@@ -31,7 +31,15 @@ from ..logs import get_logger
 from .inbox import Inbox
 from .safefs import open_below
 
-__all__ = ["InboxObserver", "Settler"]
+__all__ = ["ARRIVAL_FILES_PER_PASS", "ARRIVAL_FOLDERS_PER_PASS", "InboxObserver", "Settler"]
+
+# What one tick of the main loop walks of the folders that arrived: enough for any
+# honest upload (a folder of photos), little enough that a flood of new folders
+# costs a tick a few tens of milliseconds; the rest waits for the next tick.
+ARRIVAL_FOLDERS_PER_PASS = 256
+ARRIVAL_FILES_PER_PASS = 5000
+# Folders noted and not yet walked; beyond this the inbox is the backlog (a pass).
+MAX_PENDING_ARRIVALS = 20000
 
 
 class Settler:
@@ -189,6 +197,11 @@ class InboxObserver:
             self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
         self._observer.schedule(handler, str(inbox.root), recursive=True)
+        self._reconcile = reconcile
+        # Folders that arrived since the last walk, merged: folder -> moved in (complete).
+        self._arrivals: dict[Path, bool] = {}
+        self._arrivals_lock = threading.Lock()
+        self.arrivals_deferred = 0  # folders left to a reconciliation pass, since start
         # Folders inotify could not watch, polled instead: folder -> its files' states.
         self.unwatched: dict[Path, dict[Path, tuple[int, int]]] = {}
         self.audit_due = threading.Event()
@@ -206,22 +219,84 @@ class InboxObserver:
         self.offer(path)
 
     def _arrived(self, folder: Path, complete: bool) -> None:
-        """A folder appeared in the inbox: walk it now, not at the next pass.
+        """A folder appeared in the inbox: walked at the next tick, not at the next pass.
 
-        A folder moved in holds complete files (a rename is atomic): offered at
-        once. A new folder's files may still be written: they settle first.
+        Only noted here (watchdog's thread never walks): however many events a burst
+        brings for a folder, it is walked once (`walk_arrivals`). A folder moved in
+        holds complete files (a rename is atomic); a new folder's may still be written.
         """
         if not self._inbox.accepts(folder):
             return
-        self.audit_due.set()  # were its folders given watches? (the main loop checks)
+        with self._arrivals_lock:
+            if folder in self._arrivals or len(self._arrivals) < MAX_PENDING_ARRIVALS:
+                # Moved in and also created in one burst: its files settle first.
+                self._arrivals[folder] = self._arrivals.get(folder, True) and complete
+                return
+        # More new folders than a tick can walk: the inbox itself is the backlog.
+        self._reconcile("arrivals over cap")
+
+    def walk_arrivals(
+        self,
+        max_folders: int = ARRIVAL_FOLDERS_PER_PASS,
+        max_files: int = ARRIVAL_FILES_PER_PASS,
+    ) -> int:
+        """Walk the folders that arrived since the last call (the main thread, every
+        tick), each once, a folder below another one walked with it. At most
+        `max_folders` are walked and `max_files` files offered in one call; folders
+        beyond that wait for the next call, and the rest of a walk cut short is left
+        to a reconciliation pass (logged `arrivals_deferred`, counted in
+        `arrivals_deferred`). Returns how many folders were walked."""
+        with self._arrivals_lock:
+            if not self._arrivals:
+                return 0
+            arrived, self._arrivals = self._arrivals, {}
+        self.audit_due.set()  # were their folders given watches? (the main loop checks)
+        ordered = sorted(arrived)
+        batch: list[Path] = []
+        for folder in ordered:
+            if batch and batch[-1] in folder.parents:
+                # Walked with the folder it lies in: a move into a new folder settles.
+                arrived[batch[-1]] = arrived[batch[-1]] and arrived[folder]
+                continue
+            batch.append(folder)
+        walked = files = 0
+        for folder in batch:
+            if walked >= max_folders or files >= max_files:
+                with self._arrivals_lock:  # the next tick's
+                    self._arrivals[folder] = self._arrivals.get(folder, True) and arrived[folder]
+                continue
+            count, cut = self._walk_arrived(folder, arrived[folder], max_files - files)
+            walked += 1
+            files += count
+            if cut:
+                self.arrivals_deferred += 1
+                self._log.warning(
+                    "arrivals_deferred",
+                    path=str(folder),
+                    offered=count,
+                    reason=f"over {max_files} files in one tick: the rest is the next pass's",
+                )
+                self._reconcile("arrival walk over budget")
+        return walked
+
+    def _walk_arrived(self, folder: Path, complete: bool, budget: int) -> tuple[int, bool]:
+        """Offer (moved in) or settle (created) up to `budget` files under `folder`;
+        how many, and whether there were more."""
         count = 0
-        for path in self._inbox.walk(folder):
-            count += 1
-            if complete:
-                self.offer(path)
-            else:
-                self._settle(path)
+        walk = self._inbox.walk(folder)
+        try:
+            for path in walk:
+                if count >= budget:
+                    return count, True
+                count += 1
+                if complete:
+                    self.offer(path)
+                else:
+                    self._settle(path)
+        finally:
+            walk.close()
         self._log.info("folder_arrived", path=str(folder), files=count, moved_in=complete)
+        return count, False
 
     def audit(self) -> list[Path]:
         """Folders that lost or never had an inotify watch since the last audit (the
