@@ -1,5 +1,5 @@
 """The observer in-process (issue 18): arrived folders walked once per burst and within
-a budget, and no watch ever through a symlinked folder.
+a budget, no watch ever through a symlinked folder, and facesieve's threads named.
 
 Plumbing only, no model: tests/test_watch_flood.py runs the real daemon under attack.
 """
@@ -7,6 +7,7 @@ Plumbing only, no model: tests/test_watch_flood.py runs the real daemon under at
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -122,3 +123,18 @@ def test_a_folder_swapped_for_a_symlink_is_never_watched_through_it(tmp_path: Pa
     assert simulated == []
     assert not [p for p in after if p.startswith(os.fsencode(inbox / "swapped"))]
 
+
+def test_the_observer_threads_are_named_facesieve(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for polling in (False, True):
+        before = set(threading.enumerate())
+        observer = observer_on(inbox, Offers(), polling=polling)
+        observer.start()
+        try:
+            started = set(threading.enumerate()) - before  # start() started them all
+        finally:
+            observer.stop()
+            observer.join(10)
+        assert started, polling
+        assert all(t.name.startswith("facesieve-") for t in started), [t.name for t in started]

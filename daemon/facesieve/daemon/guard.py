@@ -8,6 +8,7 @@ Threads, and what each one may do:
     systemd (READY, STATUS, WATCHDOG, STOPPING), walks the folders that arrived
     (each once a tick, a bounded number), applies a SIGHUP reload and shuts
     everything down in order.
+All of facesieve's own threads are named `facesieve-...`.
 Every wait is an interruptible `Event.wait(timeout)`.
 """
 

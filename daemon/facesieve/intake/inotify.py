@@ -129,6 +129,10 @@ class _SafeEmitter(InotifyEmitter):
     """watchdog's emitter with `_SafeWatchGroup`, and no invented events for a folder's
     contents (watchdog walks a moved-in folder by path for them, through a symlink too)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = "facesieve-inotify-emitter"
+
     def on_thread_start(self) -> None:
         self._inotify = _SafeWatchGroup(
             self._inotify_fd,
@@ -159,12 +163,14 @@ class _SafeEmitter(InotifyEmitter):
 
 
 class SafeInotifyObserver(BaseObserver):
-    """watchdog's `InotifyObserver`, its emitters `_SafeEmitter`."""
+    """watchdog's `InotifyObserver`, its emitters `_SafeEmitter`, its threads named."""
 
     def __init__(self) -> None:
         self._inotify_fd = InotifyFD()
+        self._inotify_fd.name = "facesieve-inotify-reader"
         self._inotify_fd.start()
         super().__init__(_SafeEmitter, inotify_fd=self._inotify_fd)
+        self.name = "facesieve-observer"
 
     def on_thread_stop(self) -> None:
         super().on_thread_stop()

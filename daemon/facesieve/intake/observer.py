@@ -191,12 +191,16 @@ class InboxObserver:
             from watchdog.observers.polling import PollingObserver
 
             self._observer: Any = PollingObserver(timeout=watch.poll_interval)
+            self._observer.name = "facesieve-observer"
         else:
             from .inotify import SafeInotifyObserver
 
             self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
         self._observer.schedule(handler, str(inbox.root), recursive=True)
+        for emitter in self._observer.emitters:
+            if not emitter.name.startswith("facesieve-"):
+                emitter.name = "facesieve-poll-emitter"
         self._reconcile = reconcile
         # Folders that arrived since the last walk, merged: folder -> moved in (complete).
         self._arrivals: dict[Path, bool] = {}
