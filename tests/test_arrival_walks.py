@@ -138,3 +138,44 @@ def test_the_observer_threads_are_named_facesieve(tmp_path: Path) -> None:
             observer.join(10)
         assert started, polling
         assert all(t.name.startswith("facesieve-") for t in started), [t.name for t in started]
+
+
+def test_a_symlinked_folder_is_never_offered_as_a_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    fill(inbox / "real", 1)
+    (inbox / "to_inbox").symlink_to(inbox)  # what the uploader renames in, once per swap
+    (inbox / "to_file.jpg").symlink_to(inbox / "real" / "f000.jpg")
+    offers = Offers()
+    observer = observer_on(inbox, offers, polling=True)
+    with capture_logs() as logs:
+        observer.offer(inbox / "to_inbox")
+        observer.offer(inbox / "to_file.jpg")
+    # A symlinked folder is skipped where it lies, as the inbox's walk skips it; a
+    # symlink to a file still goes to the judge, which says why it is skipped.
+    assert offers.offered == [inbox / "to_file.jpg"]
+    assert [(e["event"], e["path"]) for e in logs] == [("skipped", str(inbox / "to_inbox"))]
+
+
+def test_facesieve_s_own_opens_and_reads_raise_no_events(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    fill(inbox / "real" / "sub", 1)
+    observer = observer_on(inbox, Offers())
+    observer.start()
+    try:
+        masks = []
+        for fd in os.listdir("/proc/self/fdinfo"):
+            try:
+                text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("inotify wd:"):
+                    fields = dict(f.split(":", 1) for f in line.split()[1:])
+                    masks.append(int(fields["mask"], 16))
+    finally:
+        observer.stop()
+        observer.join(10)
+    assert len(masks) >= 3  # the inbox, real, real/sub
+    # IN_OPEN, IN_CLOSE_NOWRITE, IN_ACCESS: what every walk, audit and judge's read
+    # caused, each then carried through watchdog's threads for nothing.
+    assert not [hex(m) for m in masks if m & (0x20 | 0x10 | 0x01)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.events import (
+    DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -149,6 +151,16 @@ class _InboxEvents(FileSystemEventHandler):
             self._settle(Path(os.fsdecode(event.src_path)))
 
 
+_HANDLED = (
+    FileClosedEvent,
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileModifiedEvent,
+)
+
+
 class _OverflowAlarm(logging.Handler):
     """watchdog reports a kernel event-queue overflow only as a log line."""
 
@@ -197,7 +209,12 @@ class InboxObserver:
 
             self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
-        self._observer.schedule(handler, str(inbox.root), recursive=True)
+        # Only the events the handler uses: with watchdog's default mask, every folder
+        # facesieve itself opens (walks, audits, adding watches) and every file it reads
+        # came back as open and close-nowrite events, a flood feeding itself.
+        self._observer.schedule(
+            handler, str(inbox.root), recursive=True, event_filter=list(_HANDLED)
+        )
         for emitter in self._observer.emitters:
             if not emitter.name.startswith("facesieve-"):
                 emitter.name = "facesieve-poll-emitter"
@@ -211,8 +228,15 @@ class InboxObserver:
         self.audit_due = threading.Event()
 
     def offer(self, path: Path) -> None:
-        if self._inbox.accepts(path):
-            self._offer(path)
+        if not self._inbox.accepts(path):
+            return
+        info = self._inbox.lstat(path)
+        if info is not None and stat.S_ISLNK(info.st_mode) and os.path.isdir(path):
+            # As the inbox's walk does: a symlinked folder is no file to judge, and
+            # queueing one per swap let an uploader fill the worker's queue.
+            self._log.info("skipped", path=str(path), reason="symlinked folder: never followed")
+            return
+        self._offer(path)
 
     def _settle(self, path: Path) -> None:
         if self._inbox.accepts(path):
