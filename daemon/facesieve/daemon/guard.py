@@ -33,6 +33,13 @@ from .worker import TICK, Worker
 
 __all__ = ["Guard"]
 
+# An event flood: more events than this a tick. The kernel's queue then fills faster
+# than watchdog's threads drain it, and an upload's own event waits behind the
+# flood; a reconciliation pass (a walk by descriptor, not events) every
+# FLOOD_PASS_INTERVAL seconds finds it within that time however long the flood lasts.
+FLOOD_EVENTS_PER_TICK = 500
+FLOOD_PASS_INTERVAL = 3.0
+
 
 def _identity(folder: Path) -> tuple[int, int] | None:
     try:
@@ -245,6 +252,8 @@ class Guard:
         next_ping = next_status = next_poll = next_audit = time.monotonic()
         next_reconcile = time.monotonic() + watch.reconcile_interval
         observer = self._observer
+        next_flood_pass = time.monotonic()
+        events_seen = 0
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
             if _identity(self.folders.root) != self._inbox_identity:
@@ -258,6 +267,10 @@ class Guard:
                 self._apply_reload()
             if observer is not None:
                 self._walk_arrivals(observer)
+                seen, events_seen = observer.events_seen - events_seen, observer.events_seen
+                if seen > FLOOD_EVENTS_PER_TICK and now >= next_flood_pass:
+                    worker.request_reconcile("event flood")
+                    next_flood_pass = now + FLOOD_PASS_INTERVAL
             if observer is not None and observer.audit_due.is_set() and now >= next_audit:
                 self._audit_watches()  # walks the inbox: at most once a second
                 next_audit = now + 1.0

@@ -121,6 +121,11 @@ class _InboxEvents(FileSystemEventHandler):
         self._settle = settle
         self._closed = closed
         self._arrived = arrived
+        self.seen = 0  # events dispatched since start (only this thread writes it)
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self.seen += 1
+        super().dispatch(event)
 
     def on_closed(self, event: FileClosedEvent) -> None:
         # IN_CLOSE_WRITE: the writer is done. IN_CLOSE_NOWRITE (our own reads) is
@@ -209,6 +214,7 @@ class InboxObserver:
 
             self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
+        self._handler = handler
         # Only the events the handler uses: with watchdog's default mask, every folder
         # facesieve itself opens (walks, audits, adding watches) and every file it reads
         # came back as open and close-nowrite events, a flood feeding itself.
@@ -226,6 +232,11 @@ class InboxObserver:
         # Folders inotify could not watch, polled instead: folder -> its files' states.
         self.unwatched: dict[Path, dict[Path, tuple[int, int]]] = {}
         self.audit_due = threading.Event()
+
+    @property
+    def events_seen(self) -> int:
+        """Filesystem events handled since start: the main loop tells a flood by it."""
+        return self._handler.seen
 
     def offer(self, path: Path) -> None:
         if not self._inbox.accepts(path):
