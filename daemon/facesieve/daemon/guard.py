@@ -5,8 +5,10 @@ Threads, and what each one may do:
     worker, which never blocks them;
   - the worker thread (`worker.py`) holds the models, the ledger and the queue;
   - the main thread, here, handles signals (handlers only set flags), talks to
-    systemd (READY, STATUS, WATCHDOG, STOPPING), applies a SIGHUP reload and
-    shuts everything down in order.
+    systemd (READY, STATUS, WATCHDOG, STOPPING), walks the folders that arrived
+    (each once a tick, a bounded number), applies a SIGHUP reload and shuts
+    everything down in order.
+All of facesieve's own threads are named `facesieve-...`.
 Every wait is an interruptible `Event.wait(timeout)`.
 """
 
@@ -36,6 +38,14 @@ __all__ = ["Guard", "daemon_logging"]
 def daemon_logging(logging: LoggingConfig) -> None:
     """The daemon's events are its output: on stdout, or to the journal under systemd."""
     configure_logging(level=logging.level, format=logging.format, stream=sys.stdout, journal=True)
+
+
+# An event flood: more events than this a tick. The kernel's queue then fills faster
+# than watchdog's threads drain it, and an upload's own event waits behind the
+# flood; a reconciliation pass (a walk by descriptor, not events) every
+# FLOOD_PASS_INTERVAL seconds finds it within that time however long the flood lasts.
+FLOOD_EVENTS_PER_TICK = 500
+FLOOD_PASS_INTERVAL = 3.0
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -234,6 +244,14 @@ class Guard:
             self._metrics.unwatched.set(len(self._observer.unwatched))
             self._metrics.watch_audit.set(1 if self._observer.audit_available else 0)
 
+    def _walk_arrivals(self, observer: InboxObserver) -> None:
+        """The folders that arrived since the last tick, each walked once, a bounded
+        number a tick; a walk cut short is counted and left to a pass."""
+        deferred = observer.arrivals_deferred
+        observer.walk_arrivals()
+        if self._metrics is not None and observer.arrivals_deferred > deferred:
+            self._metrics.arrivals_deferred.inc(observer.arrivals_deferred - deferred)
+
     def _serve_metrics(self) -> None:
         if self._metrics is None:
             return
@@ -259,6 +277,8 @@ class Guard:
         stale_gap = min(60.0, max(1.0, watch.ignore_stale_seconds / 10))
         next_stale_pass = time.monotonic()
         observer = self._observer
+        next_flood_pass = time.monotonic()
+        events_seen = 0
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
             if _identity(self.folders.root) != self._inbox_identity:
@@ -270,6 +290,12 @@ class Guard:
                 return
             if self._reload:
                 self._apply_reload()
+            if observer is not None:
+                self._walk_arrivals(observer)
+                seen, events_seen = observer.events_seen - events_seen, observer.events_seen
+                if seen > FLOOD_EVENTS_PER_TICK and now >= next_flood_pass:
+                    worker.request_reconcile("event flood")
+                    next_flood_pass = now + FLOOD_PASS_INTERVAL
             if observer is not None and observer.audit_due.is_set() and now >= next_audit:
                 self._audit_watches()  # walks the inbox: at most once a second
                 next_audit = now + 1.0

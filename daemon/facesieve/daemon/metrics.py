@@ -91,6 +91,12 @@ class Metrics:
             "ignore_stale_seconds), as the last reconciliation pass found them.",
             registry=self.registry,
         )
+        self.arrivals_deferred = Counter(
+            "facesieve_arrivals_deferred",
+            "Arrived folders whose walk was cut short by the per-tick budget and left "
+            "to a reconciliation pass.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 

@@ -245,6 +245,7 @@ def candidates(
     from ..intake.inbox import Inbox
 
     inbox = Inbox.of(config, folders)
+    found: Iterator[Path]
     if args.from_list is None:
         found = inbox.walk(counts=counts)
     else:

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 
 from ..config import Config, ResolvedFolders
@@ -83,7 +83,9 @@ class Inbox:
         # Not logged here: the observer asks on every write; walks log each file.
         return self._is_stale(info)
 
-    def walk(self, top: Path | None = None, counts: Counter[str] | None = None) -> Iterator[Path]:
+    def walk(
+        self, top: Path | None = None, counts: Counter[str] | None = None
+    ) -> Generator[Path, None, None]:
         """Every candidate under `top` (default: the root), depth first, each folder's
         files in sorted order.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog.events import (
+    DirCreatedEvent,
     DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
@@ -29,8 +31,23 @@ from watchdog.events import (
 from ..config import WatchConfig
 from ..logs import get_logger
 from .inbox import Inbox
+from .safefs import open_below
 
-__all__ = ["InboxObserver", "Settler", "WatchAuditError"]
+__all__ = [
+    "ARRIVAL_FILES_PER_PASS",
+    "ARRIVAL_FOLDERS_PER_PASS",
+    "InboxObserver",
+    "Settler",
+    "WatchAuditError",
+]
+
+# What one tick of the main loop walks of the folders that arrived: enough for any
+# honest upload (a folder of photos), little enough that a flood of new folders
+# costs a tick a few tens of milliseconds; the rest waits for the next tick.
+ARRIVAL_FOLDERS_PER_PASS = 256
+ARRIVAL_FILES_PER_PASS = 5000
+# Folders noted and not yet walked; beyond this the inbox is the backlog (a pass).
+MAX_PENDING_ARRIVALS = 20000
 
 
 class Settler:
@@ -116,6 +133,11 @@ class _InboxEvents(FileSystemEventHandler):
         self._settle = settle
         self._closed = closed
         self._arrived = arrived
+        self.seen = 0  # events dispatched since start (only this thread writes it)
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self.seen += 1
+        super().dispatch(event)
 
     def on_closed(self, event: FileClosedEvent) -> None:
         # IN_CLOSE_WRITE: the writer is done. IN_CLOSE_NOWRITE (our own reads) is
@@ -144,6 +166,16 @@ class _InboxEvents(FileSystemEventHandler):
     def on_modified(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileModifiedEvent):
             self._settle(Path(os.fsdecode(event.src_path)))
+
+
+_HANDLED = (
+    FileClosedEvent,
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileModifiedEvent,
+)
 
 
 class _OverflowAlarm(logging.Handler):
@@ -188,21 +220,48 @@ class InboxObserver:
             from watchdog.observers.polling import PollingObserver
 
             self._observer: Any = PollingObserver(timeout=watch.poll_interval)
+            self._observer.name = "facesieve-observer"
         else:
-            from watchdog.observers import Observer
+            from .inotify import SafeInotifyObserver
 
-            self._observer = Observer()
+            self._observer = SafeInotifyObserver()
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
-        self._observer.schedule(handler, str(inbox.root), recursive=True)
+        self._handler = handler
+        # Only the events the handler uses: with watchdog's default mask, every folder
+        # facesieve itself opens (walks, audits, adding watches) and every file it reads
+        # came back as open and close-nowrite events, a flood feeding itself.
+        self._observer.schedule(
+            handler, str(inbox.root), recursive=True, event_filter=list(_HANDLED)
+        )
+        for emitter in self._observer.emitters:
+            if not emitter.name.startswith("facesieve-"):
+                emitter.name = "facesieve-poll-emitter"
+        self._reconcile = reconcile
+        # Folders that arrived since the last walk, merged: folder -> moved in (complete).
+        self._arrivals: dict[Path, bool] = {}
+        self._arrivals_lock = threading.Lock()
+        self.arrivals_deferred = 0  # folders left to a reconciliation pass, since start
         # Folders inotify could not watch, polled instead: folder -> its files' states.
         self.unwatched: dict[Path, dict[Path, tuple[int, int]]] = {}
         self.audit_due = threading.Event()
         # False once watchdog's internals no longer say which folders are watched.
         self.audit_available = True
 
+    @property
+    def events_seen(self) -> int:
+        """Filesystem events handled since start: the main loop tells a flood by it."""
+        return self._handler.seen
+
     def offer(self, path: Path) -> None:
-        if self._inbox.accepts(path):
-            self._offer(path)
+        if not self._inbox.accepts(path):
+            return
+        info = self._inbox.lstat(path)
+        if info is not None and stat.S_ISLNK(info.st_mode) and os.path.isdir(path):
+            # As the inbox's walk does: a symlinked folder is no file to judge, and
+            # queueing one per swap let an uploader fill the worker's queue.
+            self._log.info("skipped", path=str(path), reason="symlinked folder: never followed")
+            return
+        self._offer(path)
 
     def _settle(self, path: Path) -> None:
         if self._inbox.accepts(path):
@@ -213,22 +272,84 @@ class InboxObserver:
         self.offer(path)
 
     def _arrived(self, folder: Path, complete: bool) -> None:
-        """A folder appeared in the inbox: walk it now, not at the next pass.
+        """A folder appeared in the inbox: walked at the next tick, not at the next pass.
 
-        A folder moved in holds complete files (a rename is atomic): offered at
-        once. A new folder's files may still be written: they settle first.
+        Only noted here (watchdog's thread never walks): however many events a burst
+        brings for a folder, it is walked once (`walk_arrivals`). A folder moved in
+        holds complete files (a rename is atomic); a new folder's may still be written.
         """
         if not self._inbox.accepts(folder):
             return
-        self.audit_due.set()  # were its folders given watches? (the main loop checks)
+        with self._arrivals_lock:
+            if folder in self._arrivals or len(self._arrivals) < MAX_PENDING_ARRIVALS:
+                # Moved in and also created in one burst: its files settle first.
+                self._arrivals[folder] = self._arrivals.get(folder, True) and complete
+                return
+        # More new folders than a tick can walk: the inbox itself is the backlog.
+        self._reconcile("arrivals over cap")
+
+    def walk_arrivals(
+        self,
+        max_folders: int = ARRIVAL_FOLDERS_PER_PASS,
+        max_files: int = ARRIVAL_FILES_PER_PASS,
+    ) -> int:
+        """Walk the folders that arrived since the last call (the main thread, every
+        tick), each once, a folder below another one walked with it. At most
+        `max_folders` are walked and `max_files` files offered in one call; folders
+        beyond that wait for the next call, and the rest of a walk cut short is left
+        to a reconciliation pass (logged `arrivals_deferred`, counted in
+        `arrivals_deferred`). Returns how many folders were walked."""
+        with self._arrivals_lock:
+            if not self._arrivals:
+                return 0
+            arrived, self._arrivals = self._arrivals, {}
+        self.audit_due.set()  # were their folders given watches? (the main loop checks)
+        ordered = sorted(arrived)
+        batch: list[Path] = []
+        for folder in ordered:
+            if batch and batch[-1] in folder.parents:
+                # Walked with the folder it lies in: a move into a new folder settles.
+                arrived[batch[-1]] = arrived[batch[-1]] and arrived[folder]
+                continue
+            batch.append(folder)
+        walked = files = 0
+        for folder in batch:
+            if walked >= max_folders or files >= max_files:
+                with self._arrivals_lock:  # the next tick's
+                    self._arrivals[folder] = self._arrivals.get(folder, True) and arrived[folder]
+                continue
+            count, cut = self._walk_arrived(folder, arrived[folder], max_files - files)
+            walked += 1
+            files += count
+            if cut:
+                self.arrivals_deferred += 1
+                self._log.warning(
+                    "arrivals_deferred",
+                    path=str(folder),
+                    offered=count,
+                    reason=f"over {max_files} files in one tick: the rest is the next pass's",
+                )
+                self._reconcile("arrival walk over budget")
+        return walked
+
+    def _walk_arrived(self, folder: Path, complete: bool, budget: int) -> tuple[int, bool]:
+        """Offer (moved in) or settle (created) up to `budget` files under `folder`;
+        how many, and whether there were more."""
         count = 0
-        for path in self._inbox.walk(folder):
-            count += 1
-            if complete:
-                self.offer(path)
-            else:
-                self._settle(path)
+        walk = self._inbox.walk(folder)
+        try:
+            for path in walk:
+                if count >= budget:
+                    return count, True
+                count += 1
+                if complete:
+                    self.offer(path)
+                else:
+                    self._settle(path)
+        finally:
+            walk.close()
         self._log.info("folder_arrived", path=str(folder), files=count, moved_in=complete)
+        return count, False
 
     def audit(self) -> list[Path]:
         """Folders that lost or never had an inotify watch since the last audit (the
@@ -253,7 +374,8 @@ class InboxObserver:
             return []  # an emitter not started yet: the next audit looks again
         managed = set(self._inbox.folders.managed())
         found = []
-        for folder, subfolders, _ in os.walk(self._inbox.root):
+        # fwalk, not walk: a folder swapped for a symlink while listed is never entered.
+        for folder, subfolders, _, _ in os.fwalk(self._inbox.root, follow_symlinks=False):
             subfolders[:] = [n for n in subfolders if Path(folder, n) not in managed]
             path = Path(folder)
             if os.fsencode(folder) in watched or path in self.unwatched:
@@ -273,18 +395,29 @@ class InboxObserver:
 
     def _poll(self, folder: Path, seen: dict[Path, tuple[int, int]], *, settle: bool) -> None:
         try:
-            entries = list(os.scandir(folder))
+            # By descriptor from the root: a folder swapped for a symlink is not listed.
+            root = os.open(self._inbox.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = open_below(root, folder.relative_to(self._inbox.root).parts)
+            finally:
+                os.close(root)
+        except (OSError, ValueError):
+            return
+        states = {}
+        try:
+            for entry in os.scandir(fd):  # each entry stats through fd: used before it closes
+                if not entry.is_file(follow_symlinks=False) or self._inbox.ignored(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                states[folder / entry.name] = (info.st_size, info.st_mtime_ns)
         except OSError:
             return
-        for entry in entries:
-            if not entry.is_file(follow_symlinks=False) or self._inbox.ignored(entry.name):
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            path = Path(entry.path)
-            state = (info.st_size, info.st_mtime_ns)
+        finally:
+            os.close(fd)
+        for path, state in states.items():
             if seen.get(path) != state:
                 seen[path] = state
                 if settle:
