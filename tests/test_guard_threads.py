@@ -22,6 +22,8 @@ from facesieve.daemon.guard import Guard
 from facesieve.daemon.notify import Notifier
 from facesieve.testing import HangsOnce, NoFaces, SlowNoFaces
 
+from .wait_util import wait_for
+
 
 def done_rows(ledger: Path) -> int:
     if not ledger.exists():
@@ -44,21 +46,19 @@ def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
     before = set(threading.enumerate())
     seen: dict[str, int] = {}
 
-    def feed_then_stop() -> None:
-        deadline = time.monotonic() + 60
-        while not ledger.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+    def feed_then_stop(events: list[dict[str, Any]]) -> None:
+        # Files written once the guard is ready (its watches are in place), not after
+        # a guessed 0.3 s.
+        wait_for(lambda: any(e["event"] == "ready" for e in events), 60)
         for index in range(60):
             Image.new("RGB", (32, 32), (index, 0, 0)).save(inbox / f"img_{index:02d}.png")
-        while done_rows(ledger) < 60 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: done_rows(ledger) >= 60, 60)
         seen["done"] = done_rows(ledger)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    feeder = threading.Thread(target=feed_then_stop)
-    feeder.start()
     with capture_logs() as events:
+        feeder = threading.Thread(target=feed_then_stop, args=(events,))
+        feeder.start()
         code = guard.run()
     feeder.join(30)
 
@@ -69,9 +69,7 @@ def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
     assert seen["done"] == 60
     assert len(list((inbox / ".facesieve" / "quarantine").glob("*.png"))) == 60
     assert list(inbox.glob("*.png")) == []
-    deadline = time.monotonic() + 5
-    while set(threading.enumerate()) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not set(threading.enumerate()) - before, 5)
     assert set(threading.enumerate()) - before == set()
 
 
@@ -102,34 +100,44 @@ def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
         {"folders": {"inbox": str(inbox)}, "watch": {"stop_timeout": 10}}
     )
     guard = Guard(config, notifier=notifier, make_analyzer=lambda c: model)
-    pings: list[tuple[float, str]] = []  # (time, phase)
-    phase = {"now": "idle"}
+    pings = {"idle": 0, "stalled": 0, "released": 0}  # WATCHDOG=1 datagrams per phase
 
-    def collect(seconds: float) -> None:
+    def collect(phase: str, enough: int | None, seconds: float) -> None:
+        """Count pings into `phase` until `enough` have come, or for `seconds`."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while (enough is None or pings[phase] < enough) and time.monotonic() < end:
             try:
                 data = receiver.recv(4096).decode()
             except TimeoutError:
                 continue
-            if "WATCHDOG=1" in data:
-                pings.append((time.monotonic(), phase["now"]))
+            pings[phase] += "WATCHDOG=1" in data
 
-    def drive() -> None:
-        collect(1.5)  # idle: the worker waits on the queue and stays alive
+    def drain() -> None:
+        """Drop the datagrams already sent (the socket has a 0.05 s timeout)."""
+        while True:
+            try:
+                receiver.recv(4096)
+            except TimeoutError:
+                return
+
+    def drive(events: list[dict[str, Any]]) -> None:
+        collect("idle", 3, 30)  # healthy and idle: the worker waits on the queue, pings go
         Image.new("RGB", (32, 32)).save(inbox / "hang.png")
-        model.entered.wait(10)
-        phase["now"] = "hung"
-        collect(2.0)
+        model.entered.wait(30)
+        # Once the heartbeat is two intervals old the guard says so and stops pinging.
+        wait_for(lambda: any(e["event"] == "worker_stalled" for e in events), 30)
+        drain()  # what was sent before the stall was logged
+        # No ping may come while the call hangs. Watching 1 s (5 intervals) is the
+        # test itself: there is no event for a ping that is not sent.
+        collect("stalled", None, 1.0)
         model.release.set()
-        phase["now"] = "released"
-        collect(1.0)
+        collect("released", 2, 30)  # and they resume once the worker moves again
         os.kill(os.getpid(), signal.SIGTERM)
 
-    driver = threading.Thread(target=drive)
-    driver.start()
     try:
         with capture_logs() as events:
+            driver = threading.Thread(target=drive, args=(events,))
+            driver.start()
             code = guard.run()
     finally:
         model.release.set()
@@ -137,14 +145,10 @@ def test_watchdog_pings_stop_while_a_model_call_hangs(tmp_path: Path) -> None:
         receiver.close()
         notifier.close()
     assert code == 0
-    idle = [t for t, p in pings if p == "idle"]
-    hung = [t for t, p in pings if p == "hung"]
-    released = [t for t, p in pings if p == "released"]
-    assert len(idle) >= 4  # every 0.2 s while healthy
-    # Within two intervals of the hang the pings stop, so systemd's watchdog would fire.
-    assert len(hung) <= 3
+    assert pings["idle"] >= 3
     assert any(e["event"] == "worker_stalled" for e in events)
-    assert len(released) >= 2  # and they resume once the worker moves again
+    assert pings["stalled"] == 0
+    assert pings["released"] >= 2
 
 
 def test_ledger_elapsed_ms_counts_the_model_call_of_a_lone_image(tmp_path: Path) -> None:
@@ -189,13 +193,10 @@ def test_watch_logs_files_decided_under_another_policy_at_start_and_on_sighup(
         return [e["files"] for e in events if e["event"] == "decided_under_other_policy"]
 
     def change_policy_then_stop(events: list[dict[str, Any]]) -> None:
-        deadline = time.monotonic() + 60
-        while done_rows(ledger) < 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: done_rows(ledger) >= 5, 60)
         config_file.write_text(settings.format("man"))
         os.kill(os.getpid(), signal.SIGHUP)
-        while len(stale_events(events)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(stale_events(events)) >= 2, 60)
         os.kill(os.getpid(), signal.SIGTERM)
 
     with capture_logs() as events:

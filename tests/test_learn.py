@@ -168,6 +168,9 @@ def test_cross_validated_gender_on_fairface_meets_the_readme(deepface_home: Path
     assert sorted({h.fold for h in held}) == [0, 1, 2, 3, 4]
     adults = [h for h in held if h.sample.is_child is not True]
     figures = held_out_figures(adults, policy)
+    # The exact counts docs/figures.md quotes (144/144 right, 36/180 to review): the
+    # folds are seeded, so any change in the models, the head or the threshold choice
+    # shows here (the bundled model alone: 96/96 right, 84/180 to review).
     assert figures.people == 180
-    assert figures.right / figures.decided >= 0.97  # measured 144/144
-    assert figures.review / figures.people <= 0.25  # measured 36/180
+    assert (figures.right, figures.decided) == (144, 144)
+    assert figures.review == 36
