@@ -11,6 +11,10 @@ entered, nor listed: every folder is opened by descriptor from the root, without
 following a symlink, so one swapped in after its parent was listed is refused.
 A symlink or other non-regular file is still offered, so the judge
 reports why it is skipped.
+
+The layout (`layouts`, `[inbox] layout`) takes out what is no candidate of its
+own: the dataset's index files, a writer's work folders, and the members of a
+sample (a caption beside its image), which go wherever their image goes.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from ..config import Config, ResolvedFolders
+from ..config import Config, Layout, ResolvedFolders
 from ..logs import get_logger
+from .layouts import DescriptorView, SampleRules
 from .safefs import is_symlink_refusal, open_below, scan_folder
 
 __all__ = ["Inbox"]
@@ -31,15 +36,23 @@ __all__ = ["Inbox"]
 class Inbox:
     """The candidate files under one root."""
 
-    def __init__(self, folders: ResolvedFolders, *, ignore: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        folders: ResolvedFolders,
+        *,
+        ignore: tuple[str, ...] = (),
+        layout: Layout = "files",
+        announce: bool = False,
+    ) -> None:
         self.folders = folders
         self.root = folders.root
         self._managed = frozenset(folders.managed())
         self._ignore = ignore
+        self.rules = SampleRules(layout, folders.root, announce=announce)
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
-        return cls(folders, ignore=config.watch.ignore)
+        return cls(folders, ignore=config.watch.ignore, layout=config.inbox.layout, announce=True)
 
     def ignored(self, name: str) -> bool:
         """Whether a file's own name matches an ignore pattern."""
@@ -55,7 +68,24 @@ class Inbox:
             return False
         if any(path == m or m in path.parents for m in self._managed):
             return False
-        return not self.ignored(path.name)
+        if self.ignored(path.name):
+            return False
+        return self._own_candidate(relative.parts)
+
+    def _own_candidate(self, parts: tuple[str, ...]) -> bool:
+        """Not an index file, not in a work area, and no member of an image: judged itself."""
+        rules = self.rules
+        rules.observe(parts)
+        if rules.in_work_area(parts) or rules.is_index(parts[-1]):
+            return False
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return True  # the walk or the judge says why
+        try:
+            return rules.owner(parts, DescriptorView(root_fd)) is None
+        finally:
+            os.close(root_fd)
 
     def walk(self, top: Path | None = None) -> Iterator[Path]:
         """Every candidate under `top` (default: the root), depth first, each folder's
@@ -98,16 +128,28 @@ class Inbox:
                     log.warning("not_judged", path=str(folder), reason=reason)
                     continue
                 files = []
+                rules = self.rules
+                view = DescriptorView(root_fd)
+                for name, is_dir, _ in kinds:
+                    rules.observe((*parts, name), is_dir)
                 for name, is_dir, linked_folder in kinds:
                     path = folder / name
                     if is_dir:
-                        if path not in self._managed:
+                        if rules.is_work_area(name):
+                            log.debug("skipped", path=str(path), reason="a writer's work folder")
+                        elif path not in self._managed:
                             stack.append((*parts, name))
                     elif linked_folder:
                         log.info(
                             "skipped", path=str(path), reason="symlinked folder: never followed"
                         )
-                    elif not self.ignored(name):
+                    elif self.ignored(name):
+                        continue
+                    elif rules.is_index(name):
+                        log.debug("skipped", path=str(path), reason="the dataset's index file")
+                    elif rules.owner((*parts, name), view) is not None:
+                        continue  # a member: it goes with its image
+                    else:
                         files.append(path)  # a symlink too: the judge says why it is skipped
                 yield from reversed(files)
         finally:
