@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ActionsConfig, ResolvedFolders
+from ..config import ActionsConfig, Layout, ResolvedFolders
 from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
+from ..intake.layouts import SampleRules
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal
 from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..judging.policy import Face, Verdict
@@ -32,6 +33,7 @@ from .moves import (
     remove_partials,
 )
 from .recovery import recover_pending
+from .samples import HeldMember, carry, hold_members
 
 __all__ = ["Applier", "Outcome"]
 
@@ -51,6 +53,8 @@ class Outcome:
     sha256: str | None = None
     size: int | None = None
     retry_in: float | None = None  # DEFERRED: seconds until it is worth another look
+    # The sample's other files, where they are now (moved, or kept, with the image).
+    members: tuple[Path, ...] = ()
 
     def as_dict(self, *, with_action: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -62,6 +66,8 @@ class Outcome:
         if with_action:
             data["action"] = self.action
             data["destination"] = None if self.destination is None else str(self.destination)
+            if self.members:
+                data["members"] = [str(member) for member in self.members]
         return data
 
 
@@ -81,6 +87,8 @@ class Applier:
         rejudge: Callable[[LedgerRow], bool] | None = None,
         unreadable_grace: float = 0.0,
         mode: int = 0o640,
+        layout: Layout = "files",
+        rules: SampleRules | None = None,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
@@ -96,6 +104,11 @@ class Applier:
         self.places = Places(folders, mode=mode) if folders is not None else None
         if self.places is not None and not dry_run:
             self.places.check_state_folders()
+        # What a sample is: the image's verdict carries its members (`samples`).
+        # The watch shares its inbox's rules, so that what `auto` learns holds here too.
+        if rules is None and folders is not None:
+            rules = SampleRules(layout, folders.root)
+        self.rules = rules
 
     def close(self) -> None:
         if self.places is not None:
@@ -171,7 +184,17 @@ class Applier:
         if isinstance(held, Outcome):
             return replace(outcome, status=held.status, reason=held.reason, destination=None)
         with held:
-            return self._act_on(held, judgement, outcome, action, folder, destination, folders)
+            members: list[HeldMember] = []
+            try:
+                if self.rules is not None:
+                    image = (*held.parts, path.name)
+                    members = hold_members(self.places, self.rules, image, folder)
+                return self._act_on(
+                    held, judgement, outcome, action, folder, destination, folders, members
+                )
+            finally:
+                for member in members:
+                    member.held.close()
 
     def _hold(self, path: Path, judged: Identity) -> HeldFile | Outcome:
         """The judged file, opened from the held root, if its name still refers to it."""
@@ -210,6 +233,7 @@ class Applier:
         folder: Path | None,
         destination: Path | None,
         folders: ResolvedFolders,
+        members: list[HeldMember],
     ) -> Outcome:
         assert self.places is not None
         path, root, parts = judgement.path, self.places.root, held.parts
@@ -236,6 +260,7 @@ class Applier:
                 elapsed_ms=round(judgement.elapsed_ms, 1),
                 policy=judgement.policy_fingerprint,
                 identity=held.identity,
+                members=[member.intent() for member in members],
             )
         try:
             landed: Path | None = None
@@ -266,9 +291,21 @@ class Applier:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, f"{type(error).__name__}: {error}; nothing done")
             raise
+        # The image went first; now its members follow it, each as the image went.
+        ids = (
+            [row.id for row in self.ledger.members(row_id)]
+            if self.ledger is not None and row_id is not None
+            else list(range(len(members)))
+        )
+        where = carry(members, ids, action, self.places, folder)
         if self.ledger is not None and row_id is not None:
-            self.ledger.complete(row_id, landed)
-        return replace(outcome, destination=landed)
+            self.ledger.complete(row_id, landed, members=where)
+        kept = tuple(
+            place if place is not None else member.held.path
+            for member, place in zip(members, where.values(), strict=True)
+            if place is not None or action is not Action.DELETE
+        )
+        return replace(outcome, destination=landed, members=kept)
 
     def _deferred(self, outcome: Outcome, why: str, retry_in: float = 0.5) -> Outcome:
         return replace(
@@ -318,6 +355,7 @@ class Applier:
                 dry_run=self.dry_run,
                 detector=models.get("detector"),
                 gender_model=models.get("gender"),
+                **({"members": [str(m) for m in outcome.members]} if outcome.members else {}),
             )
         elif outcome.status is Status.KNOWN:
             self._log.debug("known", **fields)
