@@ -17,14 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from facesieve.cli.main import main
 from facesieve.config import Config
 from facesieve.engines.local import Engine
+from facesieve.judging.policy import Face
 from facesieve.ledger.store import Ledger
+from facesieve.people.desk import Label, settle
 from facesieve.testing import NoFaces
 from tests.conftest import copy_images
 
 PHOTO = "fairface_0001.jpg"
+
+
+@pytest.fixture(autouse=True)
+def _plain_logging() -> Any:
+    """The CLI configures logging for its stdout; each test starts from the defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 def _sample(inbox: Path, key: str = "000000000") -> list[Path]:
@@ -221,3 +232,64 @@ def test_a_sample_killed_at_every_step_is_never_split_and_never_loses_a_member(
         rounds += 1
     assert rounds == steps
     print(f"{reject}: {rounds} kill -9 rounds, one per step")
+
+
+# -- restore, approve, reject: the sample comes back whole -------------------------------
+
+
+class _Unsure(NoFaces):
+    """One face between the floor and the sure threshold: every image goes to review."""
+
+    detector = "unsure"
+
+    def analyze_many(self, images: Any, policy: Any = None) -> list[list[Face]]:
+        assert policy is not None
+        middle = (policy.min_face_confidence + policy.sure_face_confidence) / 2
+        return [[Face((0, 0, image.width, image.height), middle)] for image in images]
+
+
+def test_restore_brings_the_whole_sample_back(tmp_path: Path, capsys: Any) -> None:
+    inbox = tmp_path / "inbox"
+    sample = _sample(inbox)
+    engine, ledger = _engine(inbox)
+    (outcome,) = engine.process_many([sample[0]])
+    engine.close()
+    ledger.close()
+    assert outcome.action == "quarantine" and not any(p.exists() for p in sample)
+    assert main(["restore", str(inbox), "--all", "--json"]) == 0
+    assert all(p.exists() for p in sample)
+    assert sample[1].read_text() == "a caption"
+    assert not any((inbox / ".facesieve" / "quarantine" / "00000").iterdir())
+
+
+@pytest.mark.parametrize("label", [Label.KEEP, Label.REJECT])
+def test_approve_and_reject_move_the_whole_sample(tmp_path: Path, label: Label) -> None:
+    inbox = tmp_path / "inbox"
+    sample = _sample(inbox)
+    # A review band: the default detector's two thresholds are one.
+    config = Config.model_validate(
+        {"policy": {"min_face_confidence": 0.5, "sure_face_confidence": 0.9}}
+    )
+    folders = config.resolve_folders(inbox)
+    ledger = Ledger(folders.ledger)
+    engine = Engine(config, _Unsure(), folders=folders, ledger=ledger)
+    (outcome,) = engine.process_many([sample[0]])
+    assert outcome.action == "review", outcome.reason
+    assert sorted(p.name for p in (folders.review / "00000").iterdir()) == [
+        "000000000.jpg",
+        "000000000.json",
+        "000000000.txt",
+    ]
+    (decision,) = ledger.rows()
+    settle(ledger, config, decision.id, label, "ana")
+    if label is Label.KEEP:
+        assert all(p.exists() for p in sample)
+    else:
+        assert sorted(p.name for p in (folders.quarantine / "00000").iterdir()) == [
+            "000000000.jpg",
+            "000000000.json",
+            "000000000.txt",
+        ]
+    assert not any((folders.review / "00000").iterdir())
+    engine.close()
+    ledger.close()

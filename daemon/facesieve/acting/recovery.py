@@ -33,7 +33,7 @@ from ..intake.safefs import Folder, Identity
 from ..ledger.store import UNDO, LedgerRow, MemberRow
 from ..logs import get_logger
 from .moves import Action, Places, finish_restore, identity_of, resume_move
-from .samples import settle_members
+from .samples import follow, settle_members
 
 __all__ = [
     "PENDING_GUARD",
@@ -71,6 +71,8 @@ class PendingLedger(Protocol):
     def fail(self, row_id: int, error: str) -> None: ...
 
     def members(self, decision_id: int) -> list[MemberRow]: ...
+
+    def get(self, row_id: int) -> LedgerRow | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,10 @@ def _finish(ledger: PendingLedger, places: Places | None, row: LedgerRow, found:
             # A file put back at its name: the ledger knows it as it is now.
             identity = identity_of(found.landed, base_for(places, found.landed))
         # A sample's image had moved: its members still behind follow it now.
-        members = None if is_follow_up(row) else settle_members(ledger, places, row, True)
+        if is_follow_up(row):
+            members = _follow_up_members(ledger, places, row, found.landed)
+        else:
+            members = settle_members(ledger, places, row, True)
         ledger.complete(row.id, found.landed, identity, members=members)
     else:
         ledger.fail(row.id, found.reason)
@@ -174,6 +179,20 @@ def _finish(ledger: PendingLedger, places: Places | None, row: LedgerRow, found:
         destination=None if found.landed is None else str(found.landed),
         reason=found.reason,
     )
+
+
+def _follow_up_members(
+    ledger: PendingLedger, places: Places | None, row: LedgerRow, landed: Path | None
+) -> dict[int, Path | None]:
+    """A restore's, a person's verdict's or an undo's image had moved: the members of
+    the decision it follows go the same way (`samples.follow`)."""
+    decision: LedgerRow | None = row
+    while decision is not None and decision.ref is not None:
+        decision = ledger.get(decision.ref)
+    if decision is None:
+        return {}
+    exact = row.action in _EXACT or row.is_undo
+    return follow(ledger, places, decision, landed, exact=exact)
 
 
 def recover_one(

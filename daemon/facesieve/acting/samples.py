@@ -12,7 +12,8 @@ had not: a sample is never left split.
 A member is not judged, so a member that changed since it was held (a writer
 rewriting its caption) still goes with its image: what belongs to the sample is
 its name, not its bytes. Only a member that cannot be moved at all (an I/O error)
-stays behind, and says so (`member_left`).
+stays behind, and says so (`member_left`). Restore, approve, reject and undo
+move the image; `follow` brings its members the same way.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from .moves import (
     identity_of,
     move_file,
     move_held,
+    restore_file,
     resume_move,
 )
 
-__all__ = ["HeldMember", "MemberLedger", "carry", "hold_members", "settle_members"]
+__all__ = ["HeldMember", "MemberLedger", "carry", "follow", "hold_members", "settle_members"]
 
 _BLOCK = 1 << 20
 
@@ -206,4 +208,60 @@ def settle_members(
         except ActionError as error:
             log.error("member_left", path=str(source), reason=str(error))
         found[member.id] = where
+    return found
+
+
+def follow(
+    ledger: MemberLedger,
+    places: Places | None,
+    decision: LedgerRow,
+    image_at: Path | None,
+    *,
+    exact: bool = False,
+) -> dict[int, Path | None]:
+    """A follow-up move (a restore, a person's verdict, an undo) took the decision's
+    image to `image_at` (None: deleted): its members go the same way, each to its own
+    path below the folder the image is now in (`exact`: that name, never a `~N`
+    one, as a restore puts a file back). Returns where each member is now."""
+    log = get_logger()
+    found: dict[int, Path | None] = {}
+    members = ledger.members(decision.id)
+    if not members or places is None:
+        return found
+    root = Path(decision.root)
+    target_base: Folder | None = None
+    if image_at is not None:
+        target_base = _base(places, image_at)
+        if target_base is None:
+            return found
+    for member in members:
+        current = Path(member.landed) if member.landed is not None else Path(member.path)
+        current_base = _base(places, current)
+        if identity_of(current, current_base) is None:
+            continue  # gone already (or never there): nothing to carry
+        try:
+            if image_at is None:
+                delete_file(current, base=current_base)
+                found[member.id] = None
+                continue
+            assert target_base is not None
+            relative = Path(member.path).relative_to(root)
+            target = target_base.path / relative
+            if target == current:
+                continue
+            if exact:
+                restore_file(
+                    current,
+                    target,
+                    source_base=current_base,
+                    original_base=target_base,
+                    mode=places.mode,
+                )
+                found[member.id] = target
+            else:
+                found[member.id] = move_file(
+                    current, target, mode=places.mode, base=target_base, source_base=current_base
+                )
+        except (ActionError, ValueError) as error:
+            log.error("member_left", path=str(current), reason=str(error))
     return found
