@@ -293,3 +293,30 @@ def test_approve_and_reject_move_the_whole_sample(tmp_path: Path, label: Label) 
     assert not any((folders.review / "00000").iterdir())
     engine.close()
     ledger.close()
+
+
+def test_a_member_arriving_after_its_image_was_quarantined_follows_it(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    image, caption, meta = _sample(inbox)
+    caption.unlink()
+    engine, ledger = _engine(inbox, not_image="keep")
+    engine.process_many([image]).__next__()
+    quarantine = inbox / ".facesieve" / "quarantine" / "00000"
+    assert (quarantine / image.name).exists() and (quarantine / meta.name).exists()
+    caption.write_text("late")  # written after its image was judged and moved
+    (outcome,) = engine.process_many([caption])
+    assert outcome.action == "quarantine" and outcome.destination == quarantine / caption.name
+    assert "follows it" in outcome.reason
+    assert (quarantine / caption.name).read_text() == "late" and not caption.exists()
+    (decision,) = [r for r in ledger.rows() if r.path == str(image)]
+    assert sorted(Path(m.path).name for m in ledger.members(decision.id)) == [
+        "000000000.json",
+        "000000000.txt",
+    ]
+    # A file of no image keeps not_image's action (here: keep).
+    lonely = inbox / "00000" / "lonely.txt"
+    lonely.write_text("nobody's")
+    (outcome,) = engine.process_many([lonely])
+    assert outcome.action == "keep" and lonely.exists()
+    engine.close()
+    ledger.close()

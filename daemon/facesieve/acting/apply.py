@@ -155,7 +155,10 @@ class Applier:
             sha256=result.sha256,
             size=result.size,
         )
-        if self.folders is not None:
+        followed = self._follow_image(result, outcome)
+        if followed is not None:
+            outcome = followed
+        elif self.folders is not None:
             outcome = self._act(result, outcome, actions, self.folders)
         elapsed = result.elapsed_ms + (time.perf_counter() - started) * 1000
         return self._report(replace(outcome, elapsed_ms=round(elapsed, 1)), result.models)
@@ -195,6 +198,68 @@ class Applier:
             finally:
                 for member in members:
                     member.held.close()
+
+    def _follow_image(self, judgement: Judgement, outcome: Outcome) -> Outcome | None:
+        """A member that arrived after its image was moved or deleted follows it.
+
+        Only a file that is no image itself (`not_image`) and whose image (by the
+        layout's rules) was last decided away from the inbox; None: act as usual.
+        """
+        if (
+            judgement.verdict is not Verdict.NOT_IMAGE
+            or self.ledger is None
+            or self.places is None
+            or self.rules is None
+            or self.dry_run
+        ):
+            return None
+        root = self.places.root
+        try:
+            parts = root.parts(judgement.path)
+        except ValueError:
+            return None
+        decision = None
+        for image in self.rules.owners(parts):
+            row = self.ledger.last_done(root.path.joinpath(*image))
+            if row is not None and row.ref is None and not row.left_in_place:
+                decision = row
+                break
+            if row is not None and row.ref is None and row.action == Action.DELETE:
+                decision = row
+                break
+        if decision is None:
+            return None
+        held = self._hold(judgement.path, judgement.identity)
+        if isinstance(held, Outcome):
+            return replace(outcome, status=held.status, reason=held.reason, destination=None)
+        with held:
+            return self._join(held, judgement, outcome, decision)
+
+    def _join(
+        self, held: HeldFile, judgement: Judgement, outcome: Outcome, decision: LedgerRow
+    ) -> Outcome:
+        assert self.places is not None and self.ledger is not None
+        destination = None
+        base = None
+        if decision.destination is not None:
+            base, _ = self.places.base_of(Path(decision.destination))
+            destination = free_destination(judgement.path, self.places.root.path, base.path)
+        member = HeldMember((*held.parts, held.name), held, judgement.sha256, destination)
+        self.ledger.ensure_unchanged()
+        member_id = self.ledger.add_member(decision.id, member.intent())
+        action = Action(decision.action)
+        where = carry(
+            [member], [member_id], action, self.places, None if base is None else base.path
+        )
+        self.ledger.member_landed(member_id, where[member_id])
+        reason = f"a member of {decision.path} (ledger #{decision.id}): follows it"
+        return replace(
+            outcome,
+            reason=reason,
+            action=action.value,
+            destination=where[member_id],
+            verdict=Verdict(decision.verdict),
+        )
 
     def _hold(self, path: Path, judged: Identity) -> HeldFile | Outcome:
         """The judged file, opened from the held root, if its name still refers to it."""

@@ -185,6 +185,14 @@ class SampleRules:
     def is_work_area(self, name: str) -> bool:
         return name in self.profile.work_areas
 
+    def owners(self, parts: Sequence[str]) -> list[tuple[str, ...]]:
+        """Every image path the file at `parts` would belong to, the likeliest first,
+        whether or not it is there (for a member arriving after its image left)."""
+        name, folder = parts[-1], tuple(parts[:-1])
+        if self.profile.thumbs and len(parts) >= 3 and parts[-3] == _THUMBS:
+            return [(*parts[:-3], _FULL, name)]
+        return [(*folder, candidate) for candidate in owners_of(name)]
+
     def owner(self, parts: Sequence[str], view: FolderView) -> tuple[str, ...] | None:
         """The image (its parts) the file at `parts` belongs to, if any."""
         name, folder = parts[-1], tuple(parts[:-1])

@@ -599,6 +599,30 @@ class Ledger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def add_member(self, decision_id: int, member: MemberIntent) -> int:
+        """A file that arrived after its image was decided joins that decision's sample."""
+        cursor = self._write(
+            """INSERT INTO members (decision, path, destination, sha256, size, dev, ino)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                decision_id,
+                to_sql(member.path),
+                None if member.destination is None else to_sql(member.destination),
+                member.sha256,
+                member.identity.size,
+                member.identity.dev,
+                member.identity.ino,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def member_landed(self, member_id: int, landed: Path | None) -> None:
+        self._write(
+            "UPDATE members SET landed = ? WHERE id = ?",
+            (None if landed is None else to_sql(landed), member_id),
+        )
+
     def members(self, decision_id: int) -> list[MemberRow]:
         """The members of a decision's sample (none for a lone image, or before v5)."""
         rows = self._db.execute(
