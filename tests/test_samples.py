@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -320,3 +321,20 @@ def test_a_member_arriving_after_its_image_was_quarantined_follows_it(tmp_path: 
     assert outcome.action == "keep" and lonely.exists()
     engine.close()
     ledger.close()
+
+
+def test_purge_deletes_the_whole_quarantined_sample(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    sample = _sample(inbox)
+    engine, ledger = _engine(inbox)
+    engine.process_many([sample[0]]).__next__()
+    (decision,) = ledger.rows()
+    engine.close()
+    ledger.close()
+    quarantine = inbox / ".facesieve" / "quarantine" / "00000"
+    assert len(list(quarantine.iterdir())) == 3
+    with sqlite3.connect(inbox / ".facesieve" / "ledger.sqlite3") as db:
+        db.execute("UPDATE decisions SET completed_at = '2000-01-01T00:00:00+00:00'")
+    assert main(["purge", str(inbox), "--older-than", "30d"]) == 0
+    assert list(quarantine.iterdir()) == []
+    assert decision.id == 1

@@ -39,11 +39,20 @@ from .moves import (
     identity_of,
     move_file,
     move_held,
+    purge_file,
     restore_file,
     resume_move,
 )
 
-__all__ = ["HeldMember", "MemberLedger", "carry", "follow", "hold_members", "settle_members"]
+__all__ = [
+    "HeldMember",
+    "MemberLedger",
+    "carry",
+    "follow",
+    "hold_members",
+    "purge_members",
+    "settle_members",
+]
 
 _BLOCK = 1 << 20
 
@@ -265,3 +274,22 @@ def follow(
         except (ActionError, ValueError) as error:
             log.error("member_left", path=str(current), reason=str(error))
     return found
+
+
+def purge_members(ledger: MemberLedger, places: Places, decision: LedgerRow) -> int:
+    """`purge`: delete the quarantined members of a decision, before its image (so that
+    a purge cut short leaves the image, purged next time, never a member nobody lists).
+    A member holding other bytes than it was moved with is left alone. Returns how many
+    went."""
+    log = get_logger()
+    purged = 0
+    for member in ledger.members(decision.id):
+        if member.landed is None or not places.is_state(Path(member.landed)):
+            continue
+        landed = Path(member.landed)
+        try:
+            if purge_file(landed, member.sha256, base=places.base_of(landed)[0]):
+                purged += 1
+        except ActionError as error:
+            log.warning("member_left", path=str(landed), reason=str(error))
+    return purged

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from ..acting.moves import Places, identity_of, purge_file, restore_file
 from ..acting.recovery import in_flight, recover_one, recover_pending
-from ..acting.samples import follow
+from ..acting.samples import follow, purge_members
 from ..config import Config, review_folders
 from ..errors import ActionError, ExitCode, RestoreConflictError
 from ..intake.safefs import Folder
@@ -416,6 +416,7 @@ def run_purge(args: argparse.Namespace, config: Config) -> int:
             else:
                 try:
                     base = places.base_of(path)[0] if places.is_state(path) else None
+                    purge_members(ledger, places, decision)  # the sample goes whole
                     existed = purge_file(path, decision.sha256, base=base)
                 except ActionError as error:
                     result, message = "error", str(error)
