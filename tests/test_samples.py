@@ -27,9 +27,11 @@ from facesieve.judging.policy import Face
 from facesieve.ledger.store import Ledger
 from facesieve.people.desk import Label, settle
 from facesieve.testing import NoFaces
-from tests.conftest import copy_images
+from tests.cli_util import run_cli
+from tests.conftest import DATA, copy_images
 
 PHOTO = "fairface_0001.jpg"
+NOFACE = sorted(p.name for p in (DATA / "noface").glob("*.jpg"))[0]
 
 
 @pytest.fixture(autouse=True)
@@ -337,4 +339,57 @@ def test_purge_deletes_the_whole_quarantined_sample(tmp_path: Path) -> None:
         db.execute("UPDATE decisions SET completed_at = '2000-01-01T00:00:00+00:00'")
     assert main(["purge", str(inbox), "--older-than", "30d"]) == 0
     assert list(quarantine.iterdir()) == []
-    assert decision.id == 1
+    assert ledger_rows_purged(inbox) == [decision.id]
+
+
+def ledger_rows_purged(inbox: Path) -> list[int]:
+    with Ledger(inbox / ".facesieve" / "ledger.sqlite3") as ledger:
+        return [row.id for row in ledger.rows() if row.purged_at is not None]
+
+
+@pytest.mark.models
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_engine_moves_samples_alike(tmp_path: Path, workers: str) -> None:
+    """The local engine and the pool (real models in its workers): the same applier."""
+    inbox = tmp_path / "inbox"
+    kept = _sample(inbox, "000000000")
+    (cat,) = copy_images(inbox / "00000", {"noface": [NOFACE]})
+    cat = cat.rename(inbox / "00000" / "000000001.jpg")
+    (inbox / "00000" / "000000001.txt").write_text("a cat")
+    run = run_cli("scan", str(inbox), "--require", "face", "--workers", workers, "--json")
+    assert run.code == 0, run.stderr
+    by_name = {Path(r["path"]).name: r for r in run.records}
+    assert sorted(by_name) == ["000000000.jpg", "000000001.jpg"]  # members are not judged
+    assert by_name["000000000.jpg"]["action"] == "keep" and all(p.exists() for p in kept)
+    quarantine = inbox / ".facesieve" / "quarantine" / "00000"
+    assert sorted(p.name for p in quarantine.iterdir()) == ["000000001.jpg", "000000001.txt"]
+    assert by_name["000000001.jpg"]["members"] == [str(quarantine / "000000001.txt")]
+
+
+def test_a_version_4_ledger_gets_the_members_table_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.begin(
+            path=tmp_path / "a.jpg",
+            root=tmp_path,
+            size=1,
+            mtime_ns=0,
+            mode=0o100644,
+            sha256="0" * 64,
+            faces=[],
+            verdict="keep",
+            reason="1 face found",
+            action="keep",
+            destination=None,
+            models={},
+            elapsed_ms=1.0,
+        )
+    with sqlite3.connect(path) as db:  # as facesieve before issue 17 left it
+        db.execute("DROP TABLE members")
+        db.execute("PRAGMA user_version=4")
+    with Ledger(path) as ledger:
+        (row,) = ledger.rows()
+        assert ledger.members(row.id) == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
