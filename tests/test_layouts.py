@@ -102,3 +102,12 @@ def test_auto_learns_the_writer_from_what_arrives(tmp_path: Path) -> None:
     caption = _write(tmp_path, "00000/000000000.txt", b"late")
     assert inbox.accepts(image) and not inbox.accepts(caption)
     assert not inbox.accepts(_write(tmp_path, "00000_stats.json"))
+
+
+def test_an_image_named_like_an_index_file_is_judged(tmp_path: Path) -> None:
+    _img2dataset(tmp_path)
+    _write(tmp_path, "evil.parquet", JPEG)
+    _write(tmp_path, "00000/evil_stats.json", JPEG)
+    walked = _walked(tmp_path)
+    assert "evil.parquet" in walked and "00000/evil_stats.json" in walked
+    assert "00000.parquet" not in walked

@@ -76,14 +76,17 @@ class Inbox:
         """Not an index file, not in a work area, and no member of an image: judged itself."""
         rules = self.rules
         rules.observe(parts)
-        if rules.in_work_area(parts) or rules.is_index(parts[-1]):
+        if rules.in_work_area(parts):
             return False
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return True  # the walk or the judge says why
         try:
-            return rules.owner(parts, DescriptorView(root_fd)) is None
+            view = DescriptorView(root_fd)
+            if rules.is_index(parts[-1]):
+                return view.is_image(parts)  # an image named like an index is judged
+            return rules.owner(parts, view) is None
         finally:
             os.close(root_fd)
 
@@ -145,7 +148,7 @@ class Inbox:
                         )
                     elif self.ignored(name):
                         continue
-                    elif rules.is_index(name):
+                    elif rules.is_index(name) and not view.is_image((*parts, name)):
                         log.debug("skipped", path=str(path), reason="the dataset's index file")
                     elif rules.owner((*parts, name), view) is not None:
                         continue  # a member: it goes with its image

@@ -15,10 +15,12 @@ profile by the marks a writer leaves (and says which and why); under `watch` it
 keeps looking at what arrives, so an inbox that was empty at start still gets the
 writer's profile as soon as its first mark appears.
 
-Whoever can write the inbox is hostile: a "member" whose first bytes are an image
-is no member, it is judged on its own (a face photo named `KEY.json` beside a
-kept `KEY.jpg` must not ride along). Scrapy's thumbnails are images and follow
-their full image by name only: that profile trusts the writer's folder layout.
+Whoever can write the inbox is hostile: a "member" or an "index file" whose first
+bytes are an image is neither, it is judged on its own (a photo named `KEY.json`
+beside a kept `KEY.jpg`, or `x.parquet`, must not escape its judge). Scrapy's
+thumbnails are images and follow their full image by name only: that profile
+trusts the writer's folder layout (so do a writer's work folders: set `layout`
+for an inbox whose writers are not trusted).
 """
 
 from __future__ import annotations
