@@ -33,6 +33,8 @@ __all__ = [
     "Config",
     "FoldersConfig",
     "ImagesConfig",
+    "InboxConfig",
+    "Layout",
     "LedgerConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -239,6 +241,19 @@ class WatchConfig(_Section):
     create_inbox: bool = False
 
 
+# -- [inbox] layout (issue 17): how a writer lays out what it writes -------------------
+Layout = Literal["auto", "files", "img2dataset", "gallery-dl", "scrapy"]
+
+
+class InboxConfig(_Section):
+    """What the inbox holds: which writer's layout (`intake/layouts.py`)."""
+
+    # Which files form one sample, which are the dataset's own index (never judged
+    # or moved) and which folders are a writer's work area (never entered); `auto`
+    # picks a profile by the marks a writer leaves, and says which and why.
+    layout: Layout = "auto"
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: readable lines on a terminal, JSON lines otherwise.
@@ -357,6 +372,7 @@ class Config(_Section):
     ledger: LedgerConfig = LedgerConfig()
     logging: LoggingConfig = LoggingConfig()
     watch: WatchConfig = WatchConfig()
+    inbox: InboxConfig = InboxConfig()
     metrics: MetricsConfig = MetricsConfig()
     review: ReviewConfig = ReviewConfig()
 

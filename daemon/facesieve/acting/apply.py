@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ActionsConfig, ResolvedFolders
+from ..config import ActionsConfig, Layout, ResolvedFolders
 from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
+from ..intake.layouts import SampleRules
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal
 from ..judging.judge import Judgement, NotJudged, Seen, Status
 from ..judging.policy import Face, Verdict
@@ -39,6 +40,7 @@ from .moves import (
     remove_partials,
 )
 from .recovery import recover_pending
+from .samples import HeldMember, carry, hold_members
 
 __all__ = ["Applier", "Outcome"]
 
@@ -60,6 +62,8 @@ class Outcome:
     sha256: str | None = None
     size: int | None = None
     retry_in: float | None = None  # DEFERRED: seconds until it is worth another look
+    # The sample's other files, where they are now (moved, or kept, with the image).
+    members: tuple[Path, ...] = ()
 
     def as_dict(self, *, with_action: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,6 +75,8 @@ class Outcome:
         if with_action:
             data["action"] = self.action
             data["destination"] = None if self.destination is None else str(self.destination)
+            if self.members:
+                data["members"] = [str(member) for member in self.members]
         return data
 
 
@@ -92,6 +98,8 @@ class Applier:
         mode: int = 0o640,
         unleased_quiet: float = UNLEASED_QUIET_SECONDS,
         open_writer_limit: float = OPEN_WRITER_LIMIT_SECONDS,
+        layout: Layout = "files",
+        rules: SampleRules | None = None,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
@@ -111,6 +119,11 @@ class Applier:
         self.places = Places(folders, mode=mode) if folders is not None else None
         if self.places is not None and not dry_run:
             self.places.check_state_folders()
+        # What a sample is: the image's verdict carries its members (`samples`).
+        # The watch shares its inbox's rules, so that what `auto` learns holds here too.
+        if rules is None and folders is not None:
+            rules = SampleRules(layout, folders.root)
+        self.rules = rules
 
     def close(self) -> None:
         if self.places is not None:
@@ -157,7 +170,10 @@ class Applier:
             sha256=result.sha256,
             size=result.size,
         )
-        if self.folders is not None:
+        followed = self._follow_image(result, outcome)
+        if followed is not None:
+            outcome = followed
+        elif self.folders is not None:
             outcome = self._act(result, outcome, actions, self.folders)
         elapsed = result.elapsed_ms + (time.perf_counter() - started) * 1000
         return self._report(replace(outcome, elapsed_ms=round(elapsed, 1)), result.models)
@@ -186,7 +202,79 @@ class Applier:
         if isinstance(held, Outcome):
             return replace(outcome, status=held.status, reason=held.reason, destination=None)
         with held:
-            return self._act_on(held, judgement, outcome, action, folder, destination, folders)
+            members: list[HeldMember] = []
+            try:
+                if self.rules is not None:
+                    image = (*held.parts, path.name)
+                    members = hold_members(self.places, self.rules, image, folder)
+                return self._act_on(
+                    held, judgement, outcome, action, folder, destination, folders, members
+                )
+            finally:
+                for member in members:
+                    member.held.close()
+
+    def _follow_image(self, judgement: Judgement, outcome: Outcome) -> Outcome | None:
+        """A member that arrived after its image was moved or deleted follows it.
+
+        Only a file that is no image itself (`not_image`) and whose image (by the
+        layout's rules) was last decided away from the inbox; None: act as usual.
+        """
+        if (
+            judgement.verdict is not Verdict.NOT_IMAGE
+            or self.ledger is None
+            or self.places is None
+            or self.rules is None
+            or self.dry_run
+        ):
+            return None
+        root = self.places.root
+        try:
+            parts = root.parts(judgement.path)
+        except ValueError:
+            return None
+        decision = None
+        for image in self.rules.owners(parts):
+            row = self.ledger.last_done(root.path.joinpath(*image))
+            if row is not None and row.ref is None and not row.left_in_place:
+                decision = row
+                break
+            if row is not None and row.ref is None and row.action == Action.DELETE:
+                decision = row
+                break
+        if decision is None:
+            return None
+        held = self._hold(judgement.path, judgement.identity)
+        if isinstance(held, Outcome):
+            return replace(outcome, status=held.status, reason=held.reason, destination=None)
+        with held:
+            return self._join(held, judgement, outcome, decision)
+
+    def _join(
+        self, held: HeldFile, judgement: Judgement, outcome: Outcome, decision: LedgerRow
+    ) -> Outcome:
+        assert self.places is not None and self.ledger is not None
+        destination = None
+        base = None
+        if decision.destination is not None:
+            base, _ = self.places.base_of(Path(decision.destination))
+            destination = free_destination(judgement.path, self.places.root.path, base.path)
+        member = HeldMember((*held.parts, held.name), held, judgement.sha256, destination)
+        self.ledger.ensure_unchanged()
+        member_id = self.ledger.add_member(decision.id, member.intent())
+        action = Action(decision.action)
+        where = carry(
+            [member], [member_id], action, self.places, None if base is None else base.path
+        )
+        self.ledger.member_landed(member_id, where[member_id])
+        reason = f"a member of {decision.path} (ledger #{decision.id}): follows it"
+        return replace(
+            outcome,
+            reason=reason,
+            action=action.value,
+            destination=where[member_id],
+            verdict=Verdict(decision.verdict),
+        )
 
     def _hold(self, path: Path, judged: Identity) -> HeldFile | Outcome:
         """The judged file, opened from the held root, if its name still refers to it."""
@@ -225,6 +313,7 @@ class Applier:
         folder: Path | None,
         destination: Path | None,
         folders: ResolvedFolders,
+        members: list[HeldMember],
     ) -> Outcome:
         assert self.places is not None
         root, parts = self.places.root, held.parts
@@ -239,7 +328,7 @@ class Applier:
             return self._deferred(outcome, str(error), STILL_WRITTEN_RETRY)
         with lease:
             return self._act_leased(
-                held, judgement, outcome, action, folder, destination, folders, lease
+                held, judgement, outcome, action, folder, destination, folders, members, lease
             )
 
     def _lease(self, held: HeldFile, action: Action, folder: Path | None) -> ReadLease:
@@ -279,6 +368,7 @@ class Applier:
         folder: Path | None,
         destination: Path | None,
         folders: ResolvedFolders,
+        members: list[HeldMember],
         lease: ReadLease,
     ) -> Outcome:
         assert self.places is not None
@@ -302,6 +392,7 @@ class Applier:
                 elapsed_ms=round(judgement.elapsed_ms, 1),
                 policy=judgement.policy_fingerprint,
                 identity=held.identity,
+                members=[member.intent() for member in members],
             )
         try:
             landed: Path | None = None
@@ -333,9 +424,21 @@ class Applier:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, f"{type(error).__name__}: {error}; nothing done")
             raise
+        # The image went first; now its members follow it, each as the image went.
+        ids = (
+            [row.id for row in self.ledger.members(row_id)]
+            if self.ledger is not None and row_id is not None
+            else list(range(len(members)))
+        )
+        where = carry(members, ids, action, self.places, folder)
         if self.ledger is not None and row_id is not None:
-            self.ledger.complete(row_id, landed)
-        return replace(outcome, destination=landed)
+            self.ledger.complete(row_id, landed, members=where)
+        kept = tuple(
+            place if place is not None else member.held.path
+            for member, place in zip(members, where.values(), strict=True)
+            if place is not None or action is not Action.DELETE
+        )
+        return replace(outcome, destination=landed, members=kept)
 
     def _deferred(self, outcome: Outcome, why: str, retry_in: float = 0.5) -> Outcome:
         return replace(
@@ -385,6 +488,7 @@ class Applier:
                 dry_run=self.dry_run,
                 detector=models.get("detector"),
                 gender_model=models.get("gender"),
+                **({"members": [str(m) for m in outcome.members]} if outcome.members else {}),
             )
         elif outcome.status is Status.KNOWN:
             self._log.debug("known", **fields)

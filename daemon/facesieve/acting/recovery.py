@@ -5,7 +5,8 @@ the file is at its source, at its destination, or (between a link and an unlink)
 at both, never nowhere. Recovery finds which, completes the row when the action
 had happened (a source lingering beside its copy goes, if it is still the inode
 the row moved, with its bytes) and fails it when it had not, so the file is
-judged or decided again where it is.
+judged or decided again where it is. A sample's members follow its image
+(`samples`): an image that had moved takes every member still behind with it.
 
 Who may take over which row:
   - a model's decision is written only by the ledger's one writer (a scan or a
@@ -22,16 +23,17 @@ Used by a scan or a watch starting (`Applier.recover`), by the people's desk
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from ..intake.safefs import Folder, Identity
-from ..ledger.store import UNDO, LedgerRow
+from ..ledger.store import UNDO, LedgerRow, MemberRow
 from ..logs import get_logger
 from .moves import Action, Places, finish_restore, identity_of, resume_move
+from .samples import follow, settle_members
 
 __all__ = [
     "PENDING_GUARD",
@@ -58,10 +60,19 @@ class PendingLedger(Protocol):
     def pending(self) -> list[LedgerRow]: ...
 
     def complete(
-        self, row_id: int, destination: Path | None, identity: Identity | None = None
+        self,
+        row_id: int,
+        destination: Path | None,
+        identity: Identity | None = None,
+        *,
+        members: Mapping[int, Path | None] | None = None,
     ) -> None: ...
 
     def fail(self, row_id: int, error: str) -> None: ...
+
+    def members(self, decision_id: int) -> list[MemberRow]: ...
+
+    def get(self, row_id: int) -> LedgerRow | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +162,12 @@ def _finish(ledger: PendingLedger, places: Places | None, row: LedgerRow, found:
         if row.action in _EXACT and found.landed is not None:
             # A file put back at its name: the ledger knows it as it is now.
             identity = identity_of(found.landed, base_for(places, found.landed))
-        ledger.complete(row.id, found.landed, identity)
+        # A sample's image had moved: its members still behind follow it now.
+        if is_follow_up(row):
+            members = _follow_up_members(ledger, places, row, found.landed)
+        else:
+            members = settle_members(ledger, places, row, True)
+        ledger.complete(row.id, found.landed, identity, members=members)
     else:
         ledger.fail(row.id, found.reason)
     get_logger().warning(
@@ -163,6 +179,20 @@ def _finish(ledger: PendingLedger, places: Places | None, row: LedgerRow, found:
         destination=None if found.landed is None else str(found.landed),
         reason=found.reason,
     )
+
+
+def _follow_up_members(
+    ledger: PendingLedger, places: Places | None, row: LedgerRow, landed: Path | None
+) -> dict[int, Path | None]:
+    """A restore's, a person's verdict's or an undo's image had moved: the members of
+    the decision it follows go the same way (`samples.follow`)."""
+    decision: LedgerRow | None = row
+    while decision is not None and decision.ref is not None:
+        decision = ledger.get(decision.ref)
+    if decision is None:
+        return {}
+    exact = row.action in _EXACT or row.is_undo
+    return follow(ledger, places, decision, landed, exact=exact)
 
 
 def recover_one(

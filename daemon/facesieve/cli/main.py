@@ -446,12 +446,15 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
     from tqdm import tqdm
 
     from ..engines.scanning import candidates, outcomes, records_stream
+    from ..intake.layouts import SampleRules
     from ..judging.judge import Status
 
     root: Path = args.folder
     if not root.is_dir():
         raise ConfigError("DIR", f"{root} is not a folder")
     folders = config.resolve_folders(root)
+    # Which writer's layout the inbox has: what a sample is, what is its index.
+    layout = SampleRules(config.inbox.layout, folders.root)
     counts: Counter[str] = Counter()
     started = time.perf_counter()
     judged = 0
@@ -488,11 +491,14 @@ def _scan(args: argparse.Namespace, config: Config) -> ExitCode:
         "dry_run": args.dry_run,
         "interrupted": interrupted,
         "engine": args.engine,
+        "layout": layout.name,
+        "layout_why": layout.why,
     }
     get_logger().info("scan_summary", root=str(folders.root), **summary)
     print(
         f"facesieve: {judged} judged in {seconds:.1f} s ({summary['images_per_second']} images/s): "
-        + ", ".join(f"{k} {summary[k]}" for k in _SUMMARY),
+        + ", ".join(f"{k} {summary[k]}" for k in _SUMMARY)
+        + f"; layout {layout.name} ({layout.why})",
         file=sys.stderr,
     )
     return ExitCode.INTERRUPTED if interrupted else ExitCode.OK

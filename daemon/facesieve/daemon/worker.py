@@ -125,6 +125,7 @@ class Worker:
                 dry_run=self.dry_run,
                 unreadable_grace=self.config.images.unreadable_grace_seconds,
                 mode=self.config.actions.mode,
+                rules=self.inbox.rules,
             )
             recovered = applier.recover()
             self._log.info("worker_ready", recovered=recovered, dry_run=self.dry_run)

@@ -105,6 +105,7 @@ def applier_for(
         rejudge=rejudge,
         unreadable_grace=config.images.unreadable_grace_seconds,
         mode=config.actions.mode,
+        layout=config.inbox.layout,
     )
 
 

@@ -13,6 +13,10 @@ entered, nor listed: every folder is opened by descriptor from the root, without
 following a symlink, so one swapped in after its parent was listed is refused.
 A symlink or other non-regular file is still offered, so the judge
 reports why it is skipped.
+
+The layout (`layouts`, `[inbox] layout`) takes out what is no candidate of its
+own: the dataset's index files, a writer's work folders, and the members of a
+sample (a caption beside its image), which go wherever their image goes.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 
-from ..config import Config, ResolvedFolders
+from ..config import Config, Layout, ResolvedFolders
 from ..logs import get_logger
+from .layouts import DescriptorView, SampleRules
 from .safefs import is_symlink_refusal, open_below, scan_folder
 
 __all__ = ["Inbox"]
@@ -41,6 +46,8 @@ class Inbox:
         *,
         ignore: tuple[str, ...] = (),
         ignore_stale_seconds: float = 600.0,
+        layout: Layout = "files",
+        announce: bool = False,
     ) -> None:
         self.folders = folders
         self.root = folders.root
@@ -52,6 +59,7 @@ class Inbox:
         # number of files: a flood of in-progress names costs no memory.
         self._next_stale_ns: int | None = None
         self._stale_lock = threading.Lock()
+        self.rules = SampleRules(layout, folders.root, announce=announce)
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
@@ -59,6 +67,8 @@ class Inbox:
             folders,
             ignore=config.watch.ignore,
             ignore_stale_seconds=config.watch.ignore_stale_seconds,
+            layout=config.inbox.layout,
+            announce=True,
         )
 
     def ignored(self, name: str) -> bool:
@@ -75,13 +85,32 @@ class Inbox:
             return False
         if any(path == m or m in path.parents for m in self._managed):
             return False
-        if not self.ignored(path.name):
-            return True
-        info = self.lstat(path)
-        if info is None:
-            return False  # gone: nothing to judge
-        # Not logged here: the observer asks on every write; walks log each file.
-        return self._is_stale(info)
+        if self.ignored(path.name):
+            info = self.lstat(path)
+            if info is None:
+                return False  # gone: nothing to judge
+            # Not logged here: the observer asks on every write; walks log each file.
+            if not self._is_stale(info):
+                return False
+        return self._own_candidate(relative.parts)
+
+    def _own_candidate(self, parts: tuple[str, ...]) -> bool:
+        """Not an index file, not in a work area, and no member of an image: judged itself."""
+        rules = self.rules
+        rules.observe(parts)
+        if rules.in_work_area(parts):
+            return False
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return True  # the walk or the judge says why
+        try:
+            view = DescriptorView(root_fd)
+            if rules.is_index(parts[-1]):
+                return view.is_image(parts)  # an image named like an index is judged
+            return rules.owner(parts, view) is None
+        finally:
+            os.close(root_fd)
 
     def walk(
         self, top: Path | None = None, counts: Counter[str] | None = None
@@ -134,10 +163,16 @@ class Inbox:
                     log.warning("not_judged", path=str(folder), reason=reason)
                     continue
                 files = []
+                rules = self.rules
+                view = DescriptorView(root_fd)
+                for name, is_dir, _, _ in kinds:
+                    rules.observe((*parts, name), is_dir)
                 for name, is_dir, linked_folder, ignored in kinds:
                     path = folder / name
                     if is_dir:
-                        if path not in self._managed:
+                        if rules.is_work_area(name):
+                            log.debug("skipped", path=str(path), reason="a writer's work folder")
+                        elif path not in self._managed:
                             stack.append((*parts, name))
                     elif linked_folder:
                         log.info(
@@ -146,6 +181,10 @@ class Inbox:
                     elif ignored:
                         in_progress += 1
                         log.debug("ignored", path=str(path), reason=self._in_progress)
+                    elif rules.is_index(name) and not view.is_image((*parts, name)):
+                        log.debug("skipped", path=str(path), reason="the dataset's index file")
+                    elif rules.owner((*parts, name), view) is not None:
+                        continue  # a member: it goes with its image
                     else:
                         files.append(path)  # a symlink too: the judge says why it is skipped
                 yield from reversed(files)

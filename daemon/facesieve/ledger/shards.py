@@ -24,13 +24,13 @@ import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadySettledError, LedgerError
 from ..intake.safefs import Identity
-from .store import Ledger, LedgerRow, open_lock
+from .store import Ledger, LedgerRow, MemberRow, open_lock
 
 __all__ = [
     "ID_SPAN",
@@ -237,9 +237,17 @@ class LedgerUnion:
         return self._holding(decision.id).begin_restore(decision, identity)
 
     def complete(
-        self, row_id: int, destination: Path | None, identity: Identity | None = None
+        self,
+        row_id: int,
+        destination: Path | None,
+        identity: Identity | None = None,
+        *,
+        members: Mapping[int, Path | None] | None = None,
     ) -> None:
-        self._holding(row_id).complete(row_id, destination, identity)
+        self._holding(row_id).complete(row_id, destination, identity, members=members)
+
+    def members(self, decision_id: int) -> list[MemberRow]:
+        return self._holding(decision_id).members(decision_id)
 
     def fail(self, row_id: int, error: str) -> None:
         self._holding(row_id).fail(row_id, error)

@@ -48,13 +48,15 @@ __all__ = [
     "UNDO",
     "Ledger",
     "LedgerRow",
+    "MemberIntent",
+    "MemberRow",
     "models_fingerprint",
     "open_lock",
     "policy_fingerprint",
     "writer_lock",
 ]
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -79,6 +81,21 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS decisions_path ON decisions (path, id)",
     "CREATE INDEX IF NOT EXISTS decisions_sha256 ON decisions (sha256)",
     "CREATE INDEX IF NOT EXISTS decisions_pending ON decisions (state) WHERE state = 'pending'",
+    # Version 5: a sample's members (issue 17), the files that go wherever the
+    # decision's image goes: written in the same transaction as its pending row,
+    # so that recovery knows every file one intent moves.
+    """CREATE TABLE IF NOT EXISTS members (
+    id INTEGER PRIMARY KEY,
+    decision INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    destination TEXT,
+    landed TEXT,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    dev INTEGER,
+    ino INTEGER
+)""",
+    "CREATE INDEX IF NOT EXISTS members_decision ON members (decision)",
 ]
 # Version 2: restores and purges. ALTER TABLE, so version-1 ledgers keep their rows.
 _ADDED_COLUMNS = {
@@ -211,6 +228,47 @@ class LedgerRow:
     def moved_at(self) -> str:
         """When the action ran (or, for a row never completed, was decided)."""
         return self.completed_at or self.decided_at
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """One member of a sample: where it was judged beside its image (`path`), where
+    the decision moves it (`destination`), and where it is (`landed`: None while in
+    place, deleted, or not moved yet)."""
+
+    id: int
+    decision: int
+    path: str
+    destination: str | None
+    landed: str | None
+    sha256: str
+    size: int
+    dev: int | None
+    ino: int | None
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> MemberRow:
+        data = dict(row)
+        for key in ("path", "destination", "landed"):
+            if data[key] is not None:
+                data[key] = path_from_sql(data[key])
+        return cls(**data)
+
+    @property
+    def inode(self) -> tuple[int, int] | None:
+        if self.dev is None or self.ino is None:
+            return None
+        return self.dev, self.ino
+
+
+@dataclass(frozen=True, slots=True)
+class MemberIntent:
+    """A member as an intent records it, before anything moves."""
+
+    path: Path
+    destination: Path | None
+    sha256: str
+    identity: Identity
 
 
 def _now() -> str:
@@ -449,11 +507,65 @@ class Ledger:
         elapsed_ms: float,
         policy: str | None = None,
         identity: Identity | None = None,
+        members: Sequence[MemberIntent] = (),
     ) -> int:
         """Record a decision and its intended action, before the action runs.
 
-        `policy` is the fingerprint of the policy it was made under.
+        `policy` is the fingerprint of the policy it was made under; `members`: the
+        files of its sample that go with it, recorded in the same transaction.
         """
+        with self._transaction():
+            row_id = self._begin(
+                path,
+                root,
+                size,
+                mtime_ns,
+                mode,
+                sha256,
+                faces,
+                verdict,
+                reason,
+                action,
+                destination,
+                models,
+                elapsed_ms,
+                policy,
+                identity,
+            )
+            for member in members:
+                self._write(
+                    """INSERT INTO members (decision, path, destination, sha256, size, dev, ino)
+                       VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        row_id,
+                        to_sql(member.path),
+                        None if member.destination is None else to_sql(member.destination),
+                        member.sha256,
+                        member.identity.size,
+                        member.identity.dev,
+                        member.identity.ino,
+                    ),
+                )
+        return row_id
+
+    def _begin(
+        self,
+        path: Path,
+        root: Path,
+        size: int,
+        mtime_ns: int,
+        mode: int,
+        sha256: str,
+        faces: list[dict[str, Any]],
+        verdict: str,
+        reason: str,
+        action: str,
+        destination: Path | None,
+        models: Mapping[str, str],
+        elapsed_ms: float,
+        policy: str | None,
+        identity: Identity | None,
+    ) -> int:
         cursor = self._write(
             """INSERT INTO decisions (id, path, root, size, mtime_ns, mode, sha256, faces,
                    verdict, reason, action, destination, state, models, elapsed_ms, decided_at,
@@ -487,14 +599,56 @@ class Ledger:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    def add_member(self, decision_id: int, member: MemberIntent) -> int:
+        """A file that arrived after its image was decided joins that decision's sample."""
+        cursor = self._write(
+            """INSERT INTO members (decision, path, destination, sha256, size, dev, ino)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                decision_id,
+                to_sql(member.path),
+                None if member.destination is None else to_sql(member.destination),
+                member.sha256,
+                member.identity.size,
+                member.identity.dev,
+                member.identity.ino,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def member_landed(self, member_id: int, landed: Path | None) -> None:
+        self._write(
+            "UPDATE members SET landed = ? WHERE id = ?",
+            (None if landed is None else to_sql(landed), member_id),
+        )
+
+    def members(self, decision_id: int) -> list[MemberRow]:
+        """The members of a decision's sample (none for a lone image, or before v5)."""
+        rows = self._db.execute(
+            "SELECT * FROM members WHERE decision = ? ORDER BY id", (decision_id,)
+        )
+        return [MemberRow.from_sql(r) for r in rows]
+
     def complete(
-        self, row_id: int, destination: Path | None, identity: Identity | None = None
+        self,
+        row_id: int,
+        destination: Path | None,
+        identity: Identity | None = None,
+        *,
+        members: Mapping[int, Path | None] | None = None,
     ) -> None:
         """Mark an action done; a human verdict or an undo stamps the rows it settles.
 
         `identity`: the file as it now is (a restore's, put back), so that it is known.
+        `members`: where each member (by its id) is now, in the same transaction.
         """
         with self._transaction():
+            for member_id, landed in (members or {}).items():
+                self._write(
+                    "UPDATE members SET landed = ? WHERE id = ?",
+                    (None if landed is None else to_sql(landed), member_id),
+                )
             self._write(
                 "UPDATE decisions SET state = 'done', destination = ?, completed_at = ? "
                 "WHERE id = ?",

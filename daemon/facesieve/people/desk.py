@@ -39,6 +39,7 @@ from ..acting.moves import (
     restore_file,
 )
 from ..acting.recovery import base_for, recover_pending
+from ..acting.samples import follow
 from ..config import Config, ResolvedFolders, review_folders
 from ..errors import (
     ActionError,
@@ -231,7 +232,9 @@ def settle(
             hint = " (set [folders] accepted, or move the other file)"
             conflict = isinstance(error, RestoreConflictError)
             raise SettleError(f"{error}{hint if conflict else ''}") from error
-    ledger.complete(row_id, landed, put_back)
+        # The sample's members go wherever the person sent its image.
+        members = follow(ledger, places, decision, landed, exact=action is Action.KEEP)
+    ledger.complete(row_id, landed, put_back, members=members)
     get_logger().info(
         "settled",
         id=decision.id,
@@ -331,7 +334,8 @@ def undo(
         except ActionError as error:
             ledger.fail(row_id, str(error))
             raise SettleError(str(error)) from error
-    ledger.complete(row_id, review, put_back)
+        members = follow(ledger, places, decision, review, exact=True)
+    ledger.complete(row_id, review, put_back, members=members)
     get_logger().info("undone", id=decision.id, verdict_id=verdict.id, who=who)
     label = Label(verdict.label or Label.REJECT)
     return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from ..acting.moves import Places, identity_of, purge_file, restore_file
 from ..acting.recovery import in_flight, recover_one, recover_pending
+from ..acting.samples import follow, purge_members
 from ..config import Config, review_folders
 from ..errors import ActionError, ExitCode, RestoreConflictError
 from ..intake.safefs import Folder
@@ -381,7 +382,9 @@ def _restore(
         ledger.fail(row_id, str(error))
         log.warning("restore_failed", id=decision.id, path=str(original), error=str(error))
         return _Done(Result.ERROR, str(error), decision)
-    ledger.complete(row_id, original, identity)
+    # The sample's members come back with their image, each to its own name.
+    members = follow(ledger, places, decision, original, exact=True)
+    ledger.complete(row_id, original, identity, members=members)
     log.info("restored", id=decision.id, path=str(original), source=str(source))
     return _Done(Result.RESTORED, f"{source} -> {original}", decision)
 
@@ -415,6 +418,7 @@ def run_purge(args: argparse.Namespace, config: Config) -> int:
             else:
                 try:
                     base = places.base_of(path)[0] if places.is_state(path) else None
+                    purge_members(ledger, places, decision)  # the sample goes whole
                     existed = purge_file(path, decision.sha256, base=base)
                 except ActionError as error:
                     result, message = "error", str(error)
