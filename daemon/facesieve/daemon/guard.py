@@ -2,7 +2,8 @@
 
 Threads, and what each one may do:
   - the observer's threads (`observer.py`) only *offer* candidate files to the
-    worker, which never blocks them;
+    worker, which never blocks them; the main loop checks every tick that they are
+    alive, and replaces a dead observer with a new one (the inbox walked again);
   - the worker thread (`worker.py`) holds the models, the ledger and the queue;
   - the main thread, here, handles signals (handlers only set flags), talks to
     systemd (READY, STATUS, WATCHDOG, STOPPING), applies a SIGHUP reload and
@@ -26,11 +27,16 @@ from ..intake.inbox import Inbox
 from ..intake.observer import InboxObserver, Settler
 from ..judging.analyzer import FaceModel, build_analyzer
 from ..logs import configure_logging, get_logger
+from .liveness import ThreadFailures
 from .metrics import Metrics
 from .notify import Notifier
 from .worker import TICK, Worker
 
 __all__ = ["Guard", "daemon_logging"]
+
+# Seconds between attempts to start an observer that could not start (the kernel's
+# inotify limits, an inbox gone for a moment); systemd's watchdog goes unfed meanwhile.
+OBSERVER_RETRY = 5.0
 
 
 def daemon_logging(logging: LoggingConfig) -> None:
@@ -75,6 +81,12 @@ class Guard:
         self._inbox_identity: tuple[int, int] | None = None
         self._inbox_lost = False
         self._observer: InboxObserver | None = None
+        self._threads = ThreadFailures()
+        # While the observer is down (died, or could not start): when to try again,
+        # and how long the next wait is if the new one dies soon as well.
+        self._next_observer_start = 0.0
+        self._restart_delay = 0.0
+        self._last_restart = float("-inf")  # the first death is restarted from at once
         # Opt-in ([metrics] address): recorded from the worker, served after READY.
         self._metrics = (
             Metrics(lambda: self.worker.queue_depth()) if config.metrics.address else None
@@ -144,6 +156,10 @@ class Guard:
 
     def run(self) -> int:
         """Load, recover, watch, and on SIGTERM/SIGINT stop cleanly. Returns the exit code."""
+        with self._threads:  # a thread that dies says why, as an event
+            return self._run()
+
+    def _run(self) -> int:
         if not self.folders.root.is_dir():
             if not self.config.watch.create_inbox:
                 # A misspelt inbox must not become a new, guarded, empty folder.
@@ -159,21 +175,13 @@ class Guard:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
         worker = self.worker
-        observer = None
         try:
             self._log.info(
                 "starting", inbox=str(self.folders.root), ledger=str(self.folders.ledger)
             )
             # Watch before the start-up pass, so a file arriving during it is not missed.
-            observer = InboxObserver(
-                self.inbox,
-                self.config.watch,
-                self.settler,
-                offer=worker.offer,
-                reconcile=worker.request_reconcile,
-            )
-            observer.start()
-            self._observer = observer
+            self._observer = self._new_observer()
+            self._observer.start()
             worker.request_reconcile("start")
             worker.start()
             while not worker.started.wait(TICK):
@@ -198,6 +206,7 @@ class Guard:
             self._log.info("stopping")
         finally:
             worker.stop()
+            observer = self._observer
             if observer is not None:
                 observer.stop()
             worker.join(self.config.watch.stop_timeout)
@@ -216,6 +225,66 @@ class Guard:
             return ExitCode.FAILURE
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
+
+    def _new_observer(self) -> InboxObserver:
+        return InboxObserver(
+            self.inbox,
+            self.config.watch,
+            self.settler,
+            offer=self.worker.offer,
+            reconcile=self.worker.request_reconcile,
+        )
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            # Its threads are dead or end at once; never wait long on a wedged one.
+            observer.join(1.0)
+        if self._metrics is not None:
+            self._metrics.watching.set(0)
+
+    def _start_observer(self, now: float, why: str) -> bool:
+        """A new observer on the inbox, and a pass over it for what arrived unwatched."""
+        observer = self._new_observer()
+        try:
+            observer.start()
+        except OSError as error:
+            self._log.error("observer_start_failed", error=str(error), retry_in=OBSERVER_RETRY)
+            self._next_observer_start = now + OBSERVER_RETRY
+            return False
+        self._observer = observer
+        self._last_restart = now
+        if self._metrics is not None:
+            self._metrics.watching.set(1)
+        self._log.info("observer_started", reason=why)
+        self.worker.request_reconcile(why)
+        self._audit_watches()
+        return True
+
+    def _keep_observing(self, now: float) -> None:
+        """A dead observer thread is logged and counted, and a new observer replaces
+        it (at once; after a growing wait, up to 30 s, if they keep dying)."""
+        observer = self._observer
+        if observer is not None:
+            dead = observer.dead_threads()
+            if not dead:
+                return
+            for thread in dead:
+                self._log.error(
+                    "observer_died",
+                    thread=thread.name,
+                    error=self._threads.error_of(thread),
+                    consequence="arrivals wait for the next pass until a new observer runs",
+                )
+            if self._metrics is not None:
+                self._metrics.observer_deaths.inc()
+            self._stop_observer()
+            soon = now - self._last_restart < 60.0  # a restarted one died again soon
+            self._restart_delay = min(max(1.0, 2 * self._restart_delay), 30.0) if soon else 0.0
+            self._next_observer_start = now + self._restart_delay
+        if now >= self._next_observer_start:
+            self._start_observer(now, "observer restarted")
 
     def _audit_watches(self) -> None:
         """Each folder inotify could not watch is an error and a metric, and is polled."""
@@ -253,7 +322,6 @@ class Guard:
         ping_every = self._notifier.watchdog_interval
         next_ping = next_status = next_poll = next_audit = time.monotonic()
         next_reconcile = time.monotonic() + watch.reconcile_interval
-        observer = self._observer
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
             if _identity(self.folders.root) != self._inbox_identity:
@@ -263,6 +331,8 @@ class Guard:
                 self._log.error("inbox_lost", inbox=str(self.folders.root))
                 self._inbox_lost = True
                 return
+            self._keep_observing(now)
+            observer = self._observer
             if self._reload:
                 self._apply_reload()
             if observer is not None and observer.audit_due.is_set() and now >= next_audit:
@@ -280,9 +350,14 @@ class Guard:
                 self._notifier.status(self.status_line())
                 next_status = now + watch.status_interval
             if ping_every is not None and now >= next_ping:
-                # Ping only while the worker makes progress: a hung model call must
-                # let systemd's watchdog fire.
-                if now - worker.heartbeat < 2 * ping_every:
+                # Ping only while the worker makes progress and the inbox is watched:
+                # a hung model call, or an observer that cannot be restarted, must let
+                # systemd's watchdog fire.
+                if observer is None:
+                    self._log.error(
+                        "watching_down", retry_in=round(self._next_observer_start - now, 1)
+                    )
+                elif now - worker.heartbeat < 2 * ping_every:
                     self._notifier.watchdog()
                 else:
                     self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))

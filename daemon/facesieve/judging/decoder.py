@@ -212,7 +212,12 @@ def _serve(conn: Connection, memory_mb: int) -> None:
     # and the kernel ends it with the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent,
+        args=(os.getppid(),),
+        name="facesieve-decoder-parent",
+        daemon=True,
+    ).start()
 
     from .images import decode_image
 
