@@ -12,8 +12,6 @@ watchdog thread, from a wrapper around the method that thread runs.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import threading
 import time
@@ -100,7 +98,7 @@ def test_a_dead_observer_thread_is_logged_counted_and_replaced(
     guard = Guard(config, notifier=Notifier.from_environment({}), make_analyzer=lambda c: NoFaces())
     trigger = arm(monkeypatch, kind)
     quarantine = inbox / ".facesieve" / "quarantine"
-    seen: dict[str, float | None] = {}
+    seen: dict[str, Any] = {}
 
     def drive() -> None:
         try:
@@ -114,8 +112,12 @@ def test_a_dead_observer_thread_is_logged_counted_and_replaced(
             Image.new("RGB", (32, 32), (7, 8, 9)).save(inbox / "after.png")
             judged = wait_until(lambda: (quarantine / "after.png").exists(), BOUND)
             seen["after"] = time.monotonic() - arrived if judged else None
+            # the file whose event killed the thread: nothing is lost either
+            seen["trigger"] = wait_until(lambda: (quarantine / "trigger.png").exists(), BOUND)
+        except AssertionError as error:
+            seen["failed"] = str(error)  # said by the test's own thread, below
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            guard.worker.stopping.set()  # as SIGTERM does; never a signal to a finished guard
 
     driver = threading.Thread(target=drive, name="test-driver")
     driver.start()
@@ -123,6 +125,7 @@ def test_a_dead_observer_thread_is_logged_counted_and_replaced(
         code = guard.run()
     driver.join(30)
 
+    assert "failed" not in seen, seen["failed"]
     assert code == 0
     assert seen["after"] is not None, f"after.png was not judged within {BOUND} s"
     died = [e for e in events if e["event"] == "observer_died"]
@@ -137,6 +140,7 @@ def test_a_dead_observer_thread_is_logged_counted_and_replaced(
     figures = generate_latest(guard._metrics.registry).decode()
     assert "\nfacesieve_observer_deaths_total 1.0\n" in figures
     assert "\nfacesieve_watching 1.0\n" in figures
+    assert seen["trigger"], "trigger.png was not judged"
     assert sorted(p.name for p in quarantine.iterdir()) == [
         "after.png",
         "before.png",
@@ -175,6 +179,7 @@ def test_systemds_watchdog_goes_unfed_while_no_observer_runs(
     monkeypatch.setattr(InboxObserver, "start", refusing_start)
     monkeypatch.setattr(guard_module, "OBSERVER_RETRY", 0.3)
     pings: dict[str, int] = {"up": 0, "down": 0, "back": 0}
+    seen: dict[str, str] = {}
     phase = {"now": "before"}
 
     def collect(seconds: float) -> None:
@@ -202,8 +207,10 @@ def test_systemds_watchdog_goes_unfed_while_no_observer_runs(
             assert wait_until(lambda: guard._observer is not None, 10)
             phase["now"] = "back"
             collect(1.0)
+        except AssertionError as error:
+            seen["failed"] = str(error)  # said by the test's own thread, below
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            guard.worker.stopping.set()  # as SIGTERM does; never a signal to a finished guard
 
     driver = threading.Thread(target=drive, name="test-driver")
     driver.start()
@@ -214,6 +221,7 @@ def test_systemds_watchdog_goes_unfed_while_no_observer_runs(
         driver.join(30)
         receiver.close()
         notifier.close()
+    assert "failed" not in seen, seen["failed"]
     assert code == 0
     assert pings["up"] >= 3  # every 0.2 s while watching
     assert pings["down"] == 0  # none while no observer runs: systemd's watchdog would fire

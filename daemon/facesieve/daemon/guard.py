@@ -121,11 +121,12 @@ class Guard:
     def status_line(self) -> str:
         counts = self.worker.counts
         judged = sum(counts[k] for k in ("keep", "reject", "review", "unreadable", "not_image"))
+        lost = f"; inbox lost, waiting for {self.folders.root}" if self._inbox_lost else ""
         return (
             f"judged {judged} (keep {counts['keep']}, reject {counts['reject']}, "
             f"review {counts['review']}, unreadable {counts['unreadable']}, "
             f"not an image {counts['not_image']}, errors {counts['error']}); "
-            f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}"
+            f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}{lost}"
         )
 
     def _apply_reload(self) -> None:
@@ -221,8 +222,6 @@ class Guard:
             return ExitCode.FAILURE
         if worker.failure is not None:
             return exit_code(worker.failure)  # a ledger deleted or replaced: 5
-        if self._inbox_lost:
-            return ExitCode.FAILURE
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
 
@@ -261,6 +260,33 @@ class Guard:
         self.worker.request_reconcile(why)
         self._audit_watches()
         return True
+
+    def _follow_inbox(self, now: float) -> bool:
+        """Whether the inbox is watched. One renamed, deleted or replaced is lost (the
+        watches follow the old folder, or nothing): its observer stops, and when a
+        folder is at the inbox's path again a new observer watches it and the whole
+        inbox is walked (re-armed in place; polled every tick)."""
+        current = _identity(self.folders.root)
+        if current is not None and current == self._inbox_identity:
+            return True
+        if self._inbox_identity is not None:
+            self._stop_observer()
+            self._inbox_identity = None
+            self._inbox_lost = True
+            self._next_observer_start = now
+            self._log.error(
+                "inbox_lost",
+                inbox=str(self.folders.root),
+                now="replaced" if current is not None else "missing",
+            )
+        ready = current is not None and now >= self._next_observer_start
+        if ready:
+            self.worker.reopen_folders()  # before the pass the new observer asks for
+        if ready and self._start_observer(now, "inbox re-armed"):
+            self._inbox_identity = current
+            self._inbox_lost = False
+            self._log.info("inbox_rearmed", inbox=str(self.folders.root))
+        return self._inbox_identity is not None
 
     def _keep_observing(self, now: float) -> None:
         """A dead observer thread is logged and counted, and a new observer replaces
@@ -324,14 +350,8 @@ class Guard:
         next_reconcile = time.monotonic() + watch.reconcile_interval
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
-            if _identity(self.folders.root) != self._inbox_identity:
-                # Renamed, deleted or replaced: the watches follow the old folder (or
-                # nothing). Exit non-zero; systemd restarts the guard on the inbox
-                # path as configured, or the start fails loudly if it is gone.
-                self._log.error("inbox_lost", inbox=str(self.folders.root))
-                self._inbox_lost = True
-                return
-            self._keep_observing(now)
+            if self._follow_inbox(now):
+                self._keep_observing(now)
             observer = self._observer
             if self._reload:
                 self._apply_reload()
@@ -353,7 +373,11 @@ class Guard:
                 # Ping only while the worker makes progress and the inbox is watched:
                 # a hung model call, or an observer that cannot be restarted, must let
                 # systemd's watchdog fire.
-                if observer is None:
+                if self._inbox_lost:
+                    # Waiting for the inbox to come back is the guard doing its job:
+                    # a restart by systemd could only fail to find it (exit 3).
+                    self._notifier.watchdog()
+                elif observer is None:
                     self._log.error(
                         "watching_down", retry_in=round(self._next_observer_start - now, 1)
                     )
