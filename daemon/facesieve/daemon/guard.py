@@ -180,7 +180,9 @@ class Guard:
             self._log.info(
                 "starting", inbox=str(self.folders.root), ledger=str(self.folders.ledger)
             )
-            # Watch before the start-up pass, so a file arriving during it is not missed.
+            # Watch before the start-up pass, so a file arriving during it is not missed;
+            # an inbox replaced while the models load is found lost on the first tick.
+            self._inbox_identity = _identity(self.folders.root)
             self._observer = self._new_observer()
             self._observer.start()
             worker.request_reconcile("start")
@@ -199,7 +201,6 @@ class Guard:
                 return ExitCode.OK
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root), dry_run=self.dry_run)
-            self._inbox_identity = _identity(self.folders.root)
             self._audit_watches()
             self._serve_metrics()
             self._main_loop()
@@ -245,8 +246,8 @@ class Guard:
 
     def _start_observer(self, now: float, why: str) -> bool:
         """A new observer on the inbox, and a pass over it for what arrived unwatched."""
-        observer = self._new_observer()
         try:
+            observer = self._new_observer()
             observer.start()
         except OSError as error:
             self._log.error("observer_start_failed", error=str(error), retry_in=OBSERVER_RETRY)
@@ -294,8 +295,8 @@ class Guard:
         observer = self._observer
         if observer is not None:
             dead = observer.dead_threads()
-            if not dead:
-                return
+            if not dead or _identity(self.folders.root) != self._inbox_identity:
+                return  # alive; or the inbox just went, and took the emitter with it
             for thread in dead:
                 self._log.error(
                     "observer_died",
@@ -373,16 +374,14 @@ class Guard:
                 # Ping only while the worker makes progress and the inbox is watched:
                 # a hung model call, or an observer that cannot be restarted, must let
                 # systemd's watchdog fire.
-                if self._inbox_lost:
-                    # Waiting for the inbox to come back is the guard doing its job:
-                    # a restart by systemd could only fail to find it (exit 3).
-                    self._notifier.watchdog()
-                elif observer is None:
+                # Waiting for a lost inbox to come back is the guard doing its job
+                # (a restart by systemd could only fail to find it: exit 3).
+                if now - worker.heartbeat >= 2 * ping_every:
+                    self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
+                elif observer is None and not self._inbox_lost:
                     self._log.error(
                         "watching_down", retry_in=round(self._next_observer_start - now, 1)
                     )
-                elif now - worker.heartbeat < 2 * ping_every:
-                    self._notifier.watchdog()
                 else:
-                    self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
+                    self._notifier.watchdog()
                 next_ping = now + ping_every
