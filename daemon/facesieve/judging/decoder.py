@@ -252,9 +252,12 @@ def _serve(conn: Connection, memory_mb: int) -> None:
                 reply = ("error", f"{type(error).__name__}: {text}")
         del data
         try:
-            conn.send(reply)
-        except MemoryError:
-            conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
+            try:
+                conn.send(reply)
+            except MemoryError:
+                conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
+        except OSError:
+            return  # the parent is gone (killed while this decoded): nobody to answer
 
 
 def _exit_with_parent(parent: int) -> None:
