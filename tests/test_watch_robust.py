@@ -210,7 +210,7 @@ def test_a_missing_inbox_is_refused_unless_created_on_purpose(
 
 
 @pytest.mark.parametrize("how", ["renamed", "deleted"])
-def test_an_inbox_renamed_or_deleted_ends_the_daemon_non_zero(
+def test_an_inbox_renamed_or_deleted_is_rearmed_when_a_folder_is_back(
     tmp_path: Path, deepface_home: Path, how: str
 ) -> None:
     inbox = tmp_path / "inbox"
@@ -219,14 +219,24 @@ def test_an_inbox_renamed_or_deleted_ends_the_daemon_non_zero(
         tmp_path / "c.toml", inbox, ledger={"path": str(tmp_path / "ledger.sqlite3")}
     )
     daemon = Daemon(config, tmp_path / "log.jsonl").start()
-    daemon.wait_for("ready")
-    if how == "renamed":
-        os.rename(inbox, tmp_path / "elsewhere")
-        inbox.mkdir()  # and a new, empty one in its place
-    else:
-        shutil.rmtree(inbox)
-    assert ended(daemon, 30) == 1
-    assert daemon.events("inbox_lost")
+    try:
+        daemon.wait_for("ready")
+        if how == "renamed":
+            os.rename(inbox, tmp_path / "elsewhere")
+            inbox.mkdir()  # and a new, empty one in its place
+        else:
+            shutil.rmtree(inbox)
+            daemon.wait_for("inbox_lost", timeout=30)
+            inbox.mkdir()
+        daemon.wait_for("inbox_rearmed", timeout=30)
+        shutil.copyfile(photos(1)[0], inbox / "after.jpg")
+        daemon.wait_for("decision", timeout=60)
+    finally:
+        code = daemon.stop()
+    assert code == 0
+    assert len(daemon.events("inbox_lost")) == 1
+    assert set(decided(daemon)) == {"after.jpg"}
+    assert decided(daemon)["after.jpg"]["path"] == str(inbox / "after.jpg")
 
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])

@@ -2,7 +2,8 @@
 
 Threads, and what each one may do:
   - the observer's threads (`observer.py`) only *offer* candidate files to the
-    worker, which never blocks them;
+    worker, which never blocks them; the main loop checks every tick that they are
+    alive, and replaces a dead observer with a new one (the inbox walked again);
   - the worker thread (`worker.py`) holds the models, the ledger and the queue;
   - the main thread, here, handles signals (handlers only set flags), talks to
     systemd (READY, STATUS, WATCHDOG, STOPPING), walks the folders that arrived
@@ -28,11 +29,16 @@ from ..intake.inbox import Inbox
 from ..intake.observer import InboxObserver, Settler
 from ..judging.analyzer import FaceModel, build_analyzer
 from ..logs import configure_logging, get_logger
+from .liveness import ThreadFailures
 from .metrics import Metrics
 from .notify import Notifier
 from .worker import TICK, Worker
 
 __all__ = ["Guard", "daemon_logging"]
+
+# Seconds between attempts to start an observer that could not start (the kernel's
+# inotify limits, an inbox gone for a moment); systemd's watchdog goes unfed meanwhile.
+OBSERVER_RETRY = 5.0
 
 
 def daemon_logging(logging: LoggingConfig) -> None:
@@ -85,6 +91,12 @@ class Guard:
         self._inbox_identity: tuple[int, int] | None = None
         self._inbox_lost = False
         self._observer: InboxObserver | None = None
+        self._threads = ThreadFailures()
+        # While the observer is down (died, or could not start): when to try again,
+        # and how long the next wait is if the new one dies soon as well.
+        self._next_observer_start = 0.0
+        self._restart_delay = 0.0
+        self._last_restart = float("-inf")  # the first death is restarted from at once
         # Opt-in ([metrics] address): recorded from the worker, served after READY.
         self._metrics = (
             Metrics(lambda: self.worker.queue_depth()) if config.metrics.address else None
@@ -119,11 +131,12 @@ class Guard:
     def status_line(self) -> str:
         counts = self.worker.counts
         judged = sum(counts[k] for k in ("keep", "reject", "review", "unreadable", "not_image"))
+        lost = f"; inbox lost, waiting for {self.folders.root}" if self._inbox_lost else ""
         return (
             f"judged {judged} (keep {counts['keep']}, reject {counts['reject']}, "
             f"review {counts['review']}, unreadable {counts['unreadable']}, "
             f"not an image {counts['not_image']}, errors {counts['error']}); "
-            f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}"
+            f"queue {self.worker.queue_depth()}/{self.worker.queue_size()}{lost}"
         )
 
     def _apply_reload(self) -> None:
@@ -154,6 +167,10 @@ class Guard:
 
     def run(self) -> int:
         """Load, recover, watch, and on SIGTERM/SIGINT stop cleanly. Returns the exit code."""
+        with self._threads:  # a thread that dies says why, as an event
+            return self._run()
+
+    def _run(self) -> int:
         if not self.folders.root.is_dir():
             if not self.config.watch.create_inbox:
                 # A misspelt inbox must not become a new, guarded, empty folder.
@@ -169,21 +186,15 @@ class Guard:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
         worker = self.worker
-        observer = None
         try:
             self._log.info(
                 "starting", inbox=str(self.folders.root), ledger=str(self.folders.ledger)
             )
-            # Watch before the start-up pass, so a file arriving during it is not missed.
-            observer = InboxObserver(
-                self.inbox,
-                self.config.watch,
-                self.settler,
-                offer=worker.offer,
-                reconcile=worker.request_reconcile,
-            )
-            observer.start()
-            self._observer = observer
+            # Watch before the start-up pass, so a file arriving during it is not missed;
+            # an inbox replaced while the models load is found lost on the first tick.
+            self._inbox_identity = _identity(self.folders.root)
+            self._observer = self._new_observer()
+            self._observer.start()
             worker.request_reconcile("start")
             worker.start()
             while not worker.started.wait(TICK):
@@ -200,7 +211,6 @@ class Guard:
                 return ExitCode.OK
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root), dry_run=self.dry_run)
-            self._inbox_identity = _identity(self.folders.root)
             self._audit_watches()
             self._serve_metrics()
             self._main_loop()
@@ -208,6 +218,7 @@ class Guard:
             self._log.info("stopping")
         finally:
             worker.stop()
+            observer = self._observer
             if observer is not None:
                 observer.stop()
             worker.join(self.config.watch.stop_timeout)
@@ -222,10 +233,95 @@ class Guard:
             return ExitCode.FAILURE
         if worker.failure is not None:
             return exit_code(worker.failure)  # a ledger deleted or replaced: 5
-        if self._inbox_lost:
-            return ExitCode.FAILURE
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
+
+    def _new_observer(self) -> InboxObserver:
+        return InboxObserver(
+            self.inbox,
+            self.config.watch,
+            self.settler,
+            offer=self.worker.offer,
+            reconcile=self.worker.request_reconcile,
+        )
+
+    def _stop_observer(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            # Its threads are dead or end at once; never wait long on a wedged one.
+            observer.join(1.0)
+        if self._metrics is not None:
+            self._metrics.watching.set(0)
+
+    def _start_observer(self, now: float, why: str) -> bool:
+        """A new observer on the inbox, and a pass over it for what arrived unwatched."""
+        try:
+            observer = self._new_observer()
+            observer.start()
+        except OSError as error:
+            self._log.error("observer_start_failed", error=str(error), retry_in=OBSERVER_RETRY)
+            self._next_observer_start = now + OBSERVER_RETRY
+            return False
+        self._observer = observer
+        self._last_restart = now
+        if self._metrics is not None:
+            self._metrics.watching.set(1)
+        self._log.info("observer_started", reason=why)
+        self.worker.request_reconcile(why)
+        self._audit_watches()
+        return True
+
+    def _follow_inbox(self, now: float) -> bool:
+        """Whether the inbox is watched. One renamed, deleted or replaced is lost (the
+        watches follow the old folder, or nothing): its observer stops, and when a
+        folder is at the inbox's path again a new observer watches it and the whole
+        inbox is walked (re-armed in place; polled every tick)."""
+        current = _identity(self.folders.root)
+        if current is not None and current == self._inbox_identity:
+            return True
+        if self._inbox_identity is not None:
+            self._stop_observer()
+            self._inbox_identity = None
+            self._inbox_lost = True
+            self._next_observer_start = now
+            self._log.error(
+                "inbox_lost",
+                inbox=str(self.folders.root),
+                now="replaced" if current is not None else "missing",
+            )
+        ready = current is not None and now >= self._next_observer_start
+        if ready:
+            self.worker.reopen_folders()  # before the pass the new observer asks for
+        if ready and self._start_observer(now, "inbox re-armed"):
+            self._inbox_identity = current
+            self._inbox_lost = False
+            self._log.info("inbox_rearmed", inbox=str(self.folders.root))
+        return self._inbox_identity is not None
+
+    def _keep_observing(self, now: float) -> None:
+        """A dead observer thread is logged and counted, and a new observer replaces
+        it (at once; after a growing wait, up to 30 s, if they keep dying)."""
+        observer = self._observer
+        if observer is not None:
+            dead = observer.dead_threads()
+            if not dead or _identity(self.folders.root) != self._inbox_identity:
+                return  # alive; or the inbox just went, and took the emitter with it
+            for thread in dead:
+                self._log.error(
+                    "observer_died",
+                    thread=thread.name,
+                    error=self._threads.error_of(thread),
+                    consequence="arrivals wait for the next pass until a new observer runs",
+                )
+            if self._metrics is not None:
+                self._metrics.observer_deaths.inc()
+            self._stop_observer()
+            soon = now - self._last_restart < 60.0  # a restarted one died again soon
+            self._restart_delay = min(max(1.0, 2 * self._restart_delay), 30.0) if soon else 0.0
+            self._next_observer_start = now + self._restart_delay
+        if now >= self._next_observer_start:
+            self._start_observer(now, "observer restarted")
 
     def _audit_watches(self) -> None:
         """Each folder inotify could not watch is an error and a metric, and is polled."""
@@ -276,18 +372,13 @@ class Guard:
         # bound (1 to 60 s), so a stale file waits at most that much longer.
         stale_gap = min(60.0, max(1.0, watch.ignore_stale_seconds / 10))
         next_stale_pass = time.monotonic()
-        observer = self._observer
         next_flood_pass = time.monotonic()
         events_seen = 0
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
-            if _identity(self.folders.root) != self._inbox_identity:
-                # Renamed, deleted or replaced: the watches follow the old folder (or
-                # nothing). Exit non-zero; systemd restarts the guard on the inbox
-                # path as configured, or the start fails loudly if it is gone.
-                self._log.error("inbox_lost", inbox=str(self.folders.root))
-                self._inbox_lost = True
-                return
+            if self._follow_inbox(now):
+                self._keep_observing(now)
+            observer = self._observer
             if self._reload:
                 self._apply_reload()
             if observer is not None:
@@ -317,10 +408,17 @@ class Guard:
                 self._notifier.status(self.status_line())
                 next_status = now + watch.status_interval
             if ping_every is not None and now >= next_ping:
-                # Ping only while the worker makes progress: a hung model call must
-                # let systemd's watchdog fire.
-                if now - worker.heartbeat < 2 * ping_every:
-                    self._notifier.watchdog()
-                else:
+                # Ping only while the worker makes progress and the inbox is watched:
+                # a hung model call, or an observer that cannot be restarted, must let
+                # systemd's watchdog fire.
+                # Waiting for a lost inbox to come back is the guard doing its job
+                # (a restart by systemd could only fail to find it: exit 3).
+                if now - worker.heartbeat >= 2 * ping_every:
                     self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
+                elif observer is None and not self._inbox_lost:
+                    self._log.error(
+                        "watching_down", retry_in=round(self._next_observer_start - now, 1)
+                    )
+                else:
+                    self._notifier.watchdog()
                 next_ping = now + ping_every

@@ -97,6 +97,19 @@ class Metrics:
             "to a reconciliation pass.",
             registry=self.registry,
         )
+        self.observer_deaths = Counter(
+            "facesieve_observer_deaths",
+            "Times a thread of the inbox observer was found dead: each is logged "
+            "(observer_died) and the observer restarted, the inbox walked again.",
+            registry=self.registry,
+        )
+        self.watching = Gauge(
+            "facesieve_watching",
+            "1 while the inbox observer runs; 0 while it is down (being restarted, "
+            "or the inbox is gone): arrivals then wait for the next reconciliation pass.",
+            registry=self.registry,
+        )
+        self.watching.set(1)
         self._server: Any = None
         self._thread: Any = None
 
@@ -120,6 +133,7 @@ class Metrics:
         """
         host, port = split_address(config.address)
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        self._thread.name = "facesieve-metrics"
         port = self._server.server_address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from ..acting.apply import Applier, Outcome
+from ..acting.moves import Places
 from ..config import Config
 from ..intake.inbox import Inbox
 from ..judging.analyzer import MAX_BATCH, FaceModel, timed_load
@@ -61,6 +62,7 @@ class Worker:
         self._defer = defer
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
         self._reconcile = threading.Event()
+        self._reopen = threading.Event()  # the inbox was replaced: hold the new one
         self._pending_config: Config | None = None
         self._reload_lock = threading.Lock()
         self._log = get_logger()
@@ -84,6 +86,11 @@ class Worker:
         """Use `config` from the next batch on (policy and actions; see `watch`)."""
         with self._reload_lock:
             self._pending_config = config
+
+    def reopen_folders(self) -> None:
+        """The inbox at its path is another folder now (re-armed after it was lost):
+        hold it, and facesieve's folders, anew before the next batch is judged."""
+        self._reopen.set()
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
@@ -179,6 +186,7 @@ class Worker:
     def _take_reload(self, analyzer: FaceModel, applier: Applier) -> Config:
         """The config to judge with: a reloaded one from now on (checked right before
         judging, so a file that arrives after `reloaded` is logged is judged under it)."""
+        self._take_reopen(applier)
         with self._reload_lock:
             pending, self._pending_config = self._pending_config, None
         if pending is not None:
@@ -191,6 +199,29 @@ class Worker:
             if applier.ledger is not None:
                 self._log_stale(applier.ledger, analyzer)
         return self.config
+
+    def _take_reopen(self, applier: Applier) -> None:
+        """Every action works relative to the folders held at start: after a re-arm they
+        are the old inbox (renamed away, or deleted). An unsafe new layout (a planted
+        `.facesieve`) stops the worker as it would at start."""
+        if not self._reopen.is_set() or applier.places is None:
+            return
+        try:
+            places = Places(self.inbox.folders, mode=self.config.actions.mode)
+        except OSError as error:
+            # Gone again already: the guard re-arms it once more when it is back.
+            self._log.warning("inbox_reopen_failed", error=str(error))
+            return
+        try:
+            if not self.dry_run:
+                places.check_state_folders()
+        except BaseException:
+            places.close()
+            raise
+        self._reopen.clear()
+        old, applier.places = applier.places, places
+        old.close()
+        self._log.info("inbox_reopened", inbox=str(self.inbox.root))
 
     def _judge(self, analyzer: FaceModel, applier: Applier, paths: Iterable[Path]) -> None:
         config = self._take_reload(analyzer, applier)

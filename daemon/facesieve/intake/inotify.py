@@ -13,6 +13,20 @@ only ever on the very folder opened, recorded under the path it was opened by. A
 symlink is never walked nor watched. watchdog's own walks of a new folder, which
 only invent events for what it holds, are dropped: the observer walks each arrived
 folder itself, by descriptor (`InboxObserver.walk_arrivals`).
+
+Threads: watchdog runs three per inotify observer: the reader (`InotifyFD`, which
+reads the kernel's events and adds the watches of new folders), the emitter (turns
+them into events) and the dispatcher (the observer itself, which calls the
+handler). An exception on any of them ends that thread and nothing else: the
+guard's main loop checks they are alive (`observer_threads`).
+
+The stock reader warns `Callback with id ... already exists` (a RuntimeWarning) when
+its watch group adds a folder it already watches, which it does by design when nested
+folders are created together (`.facesieve/quarantine` and `.facesieve/quarantine/sub`
+made ~0.1 ms apart). Under `-W error` (the test suite's `filterwarnings = error`, or
+`PYTHONWARNINGS=error`) the warning is an exception on the reader, and every inotify
+event after it is lost. Here re-adding the callback a folder already has is the
+no-op it is, and says nothing (`_Reader`).
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import threading
 from typing import Any
 
 from watchdog.events import DirCreatedEvent, DirModifiedEvent, DirMovedEvent
@@ -37,7 +52,7 @@ from watchdog.observers.inotify_move_event_grouper import PathedInotifyEvent
 
 from .safefs import open_below
 
-__all__ = ["SafeInotifyObserver"]
+__all__ = ["SafeInotifyObserver", "make_observer", "name_threads", "observer_threads"]
 
 _PROC_FD = "/proc/self/fd"
 
@@ -131,7 +146,7 @@ class _SafeEmitter(InotifyEmitter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.name = "facesieve-inotify-emitter"
+        self.name = "facesieve-emitter"
 
     def on_thread_start(self) -> None:
         self._inotify = _SafeWatchGroup(
@@ -162,12 +177,24 @@ class _SafeEmitter(InotifyEmitter):
         self.queue_event(DirModifiedEvent(os.path.dirname(dest)))
 
 
+class _Reader(InotifyFD):
+    """watchdog's reader, for which re-adding the callback a folder already has is a
+    no-op, not a warning (see the module's docstring)."""
+
+    def _add_callback(self, path: bytes, mask: Any, callback: Any, id_: Any) -> Any:
+        if hasattr(self, "_get_or_create_watch"):
+            watch = self._get_or_create_watch(path, mask)
+            if watch.callbacks.get(id_) is callback:
+                return watch.wd  # the same group watching the same folder again
+        return super()._add_callback(path, mask, callback, id_)
+
+
 class SafeInotifyObserver(BaseObserver):
     """watchdog's `InotifyObserver`, its emitters `_SafeEmitter`, its threads named."""
 
     def __init__(self) -> None:
-        self._inotify_fd = InotifyFD()
-        self._inotify_fd.name = "facesieve-inotify-reader"
+        self._inotify_fd = _Reader()
+        self._inotify_fd.name = "facesieve-inotify"
         self._inotify_fd.start()
         super().__init__(_SafeEmitter, inotify_fd=self._inotify_fd)
         self.name = "facesieve-observer"
@@ -176,3 +203,33 @@ class SafeInotifyObserver(BaseObserver):
         super().on_thread_stop()
         self._inotify_fd.stop()
         self._inotify_fd.join()
+
+
+def make_observer(*, polling: bool, poll_interval: float) -> Any:
+    """A new, not yet started observer: `SafeInotifyObserver`, or polling when asked."""
+    if polling:
+        from watchdog.observers.polling import PollingObserver
+
+        return PollingObserver(timeout=poll_interval)
+    return SafeInotifyObserver()
+
+
+def name_threads(observer: Any) -> None:
+    """facesieve's names on the observer's threads, so a log line, a traceback or
+    `py-spy dump` says which one it is. Call after `schedule` (it creates the emitters)."""
+    observer.name = "facesieve-observer"
+    for emitter in observer.emitters:
+        emitter.name = "facesieve-emitter"
+    reader = getattr(observer, "_inotify_fd", None)
+    if isinstance(reader, threading.Thread):
+        reader.name = "facesieve-inotify"
+
+
+def observer_threads(observer: Any) -> list[threading.Thread]:
+    """Every thread the observer needs alive to report events: dispatcher, emitters and
+    (inotify) the reader."""
+    threads: list[threading.Thread] = [observer, *observer.emitters]
+    reader = getattr(observer, "_inotify_fd", None)
+    if isinstance(reader, threading.Thread):
+        threads.append(reader)
+    return threads

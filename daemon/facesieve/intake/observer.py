@@ -8,6 +8,7 @@ reconciliation pass (the inbox itself is the backlog). Candidacy is the inbox's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -31,6 +32,7 @@ from watchdog.events import (
 from ..config import WatchConfig
 from ..logs import get_logger
 from .inbox import Inbox
+from .inotify import make_observer, name_threads, observer_threads
 from .safefs import open_below
 
 __all__ = [
@@ -216,15 +218,9 @@ class InboxObserver:
         self._alarm = _OverflowAlarm(lambda: reconcile("inotify overflow"))
         self._log = get_logger()
         self._polling = watch.polling
-        if watch.polling:
-            from watchdog.observers.polling import PollingObserver
-
-            self._observer: Any = PollingObserver(timeout=watch.poll_interval)
-            self._observer.name = "facesieve-observer"
-        else:
-            from .inotify import SafeInotifyObserver
-
-            self._observer = SafeInotifyObserver()
+        self._observer: Any = make_observer(
+            polling=watch.polling, poll_interval=watch.poll_interval
+        )
         handler = _InboxEvents(self.offer, self._settle, self._closed, self._arrived)
         self._handler = handler
         # Only the events the handler uses: with watchdog's default mask, every folder
@@ -233,9 +229,8 @@ class InboxObserver:
         self._observer.schedule(
             handler, str(inbox.root), recursive=True, event_filter=list(_HANDLED)
         )
-        for emitter in self._observer.emitters:
-            if not emitter.name.startswith("facesieve-"):
-                emitter.name = "facesieve-poll-emitter"
+        name_threads(self._observer)
+        self._started = False
         self._reconcile = reconcile
         # Folders that arrived since the last walk, merged: folder -> moved in (complete).
         self._arrivals: dict[Path, bool] = {}
@@ -424,10 +419,31 @@ class InboxObserver:
                     self._settle(path)
 
     def start(self) -> None:
+        """Start watching.
+
+        Raises:
+            OSError: the inbox cannot be watched (gone, or the kernel's inotify limits).
+        """
         logging.getLogger("watchdog").addHandler(self._alarm)
-        self._observer.start()
+        try:
+            self._observer.start()
+        except BaseException:
+            # watchdog's inotify reader runs from the observer's construction on.
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+            logging.getLogger("watchdog").removeHandler(self._alarm)
+            raise
+        self._started = True
+
+    def dead_threads(self) -> list[threading.Thread]:
+        """The observer's threads that ended while it should be watching (the main
+        thread, every tick): events they would have carried are lost until a restart."""
+        if not self._started:
+            return []
+        return [thread for thread in observer_threads(self._observer) if not thread.is_alive()]
 
     def stop(self) -> None:
+        self._started = False  # its threads end now, as asked
         self._observer.stop()
 
     def join(self, timeout: float) -> None:

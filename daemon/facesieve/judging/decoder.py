@@ -212,7 +212,12 @@ def _serve(conn: Connection, memory_mb: int) -> None:
     # and the kernel ends it with the parent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(
+        target=_exit_with_parent,
+        args=(os.getppid(),),
+        name="facesieve-decoder-parent",
+        daemon=True,
+    ).start()
 
     from .images import decode_image
 
@@ -255,9 +260,12 @@ def _serve(conn: Connection, memory_mb: int) -> None:
                 reply = ("unreadable", f"the decoder failed on it: {type(error).__name__}: {text}")
         del data
         try:
-            conn.send(reply)
-        except MemoryError:
-            conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
+            try:
+                conn.send(reply)
+            except MemoryError:
+                conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
+        except OSError:
+            return  # the parent is gone (killed while this decoded): nobody to answer
 
 
 def _exit_with_parent(parent: int) -> None:
