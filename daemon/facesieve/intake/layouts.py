@@ -10,7 +10,7 @@ A file belonging to no image is judged as any other (and so is `not_image`).
 
 Each profile also names the dataset's own index files, never judged or moved
 (img2dataset's `*.parquet` and `*_stats.json`, gallery-dl's `info.json`), and the
-folders a writer works in (img2dataset's `_tmp/`), never entered. `auto` picks a
+folders a writer works in (img2dataset's `_tmp/`), in progress. `auto` picks a
 profile by the marks a writer leaves (and says which and why); under `watch` it
 keeps looking at what arrives, so an inbox that was empty at start still gets the
 writer's profile as soon as its first mark appears.
@@ -19,8 +19,9 @@ Whoever can write the inbox is hostile: a "member" or an "index file" whose firs
 bytes are an image is neither, it is judged on its own (a photo named `KEY.json`
 beside a kept `KEY.jpg`, or `x.parquet`, must not escape its judge). Scrapy's
 thumbnails are images and follow their full image by name only: that profile
-trusts the writer's folder layout (so do a writer's work folders: set `layout`
-for an inbox whose writers are not trusted).
+trusts the writer's folder layout (set `layout` for an inbox whose writers are not
+trusted). A writer's work folder is in progress, not invisible: `Inbox` judges
+what lies there once quiet for `[watch] ignore_stale_seconds`, as an ignored name.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Profile:
 
     name: str
     index: tuple[str, ...] = ()  # fnmatch patterns on a file's name: the dataset's index
-    work_areas: tuple[str, ...] = ()  # folder names a writer works in: never entered
+    work_areas: tuple[str, ...] = ()  # folder names a writer works in: in progress
     thumbs: bool = False  # Scrapy: thumbs/<size>/<name> belongs to full/<name>
 
 
@@ -181,7 +182,8 @@ class SampleRules:
         return any(fnmatch.fnmatch(name, pattern) for pattern in self.profile.index)
 
     def in_work_area(self, parts: Sequence[str]) -> bool:
-        """Whether a path (its parts below the inbox) lies in a writer's work folder."""
+        """Whether a path (its parts below the inbox) lies in a writer's work folder
+        (in progress: judged once quiet, `Inbox`)."""
         return any(part in self.profile.work_areas for part in parts[:-1])
 
     def is_work_area(self, name: str) -> bool:
