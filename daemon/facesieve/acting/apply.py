@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ActionsConfig, Layout, ResolvedFolders
+from ..config import ActionsConfig, ImagesConfig, Layout, ResolvedFolders
 from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
 from ..intake.layouts import SampleRules
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal
@@ -100,6 +100,7 @@ class Applier:
         open_writer_limit: float = OPEN_WRITER_LIMIT_SECONDS,
         layout: Layout = "files",
         rules: SampleRules | None = None,
+        images: ImagesConfig | None = None,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
@@ -122,7 +123,7 @@ class Applier:
         # What a sample is: the image's verdict carries its members (`samples`).
         # The watch shares its inbox's rules, so that what `auto` learns holds here too.
         if rules is None and folders is not None:
-            rules = SampleRules(layout, folders.root)
+            rules = SampleRules(layout, folders.root, images=images)
         self.rules = rules
 
     def close(self) -> None:

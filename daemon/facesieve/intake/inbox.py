@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 
-from ..config import Config, Layout, ResolvedFolders
+from ..config import Config, ImagesConfig, Layout, ResolvedFolders
 from ..logs import get_logger
 from .layouts import DescriptorView, SampleRules
 from .safefs import is_symlink_refusal, open_below, scan_folder
@@ -50,6 +50,7 @@ class Inbox:
         ignore_stale_seconds: float = 600.0,
         layout: Layout = "files",
         announce: bool = False,
+        images: ImagesConfig | None = None,
     ) -> None:
         self.folders = folders
         self.root = folders.root
@@ -61,7 +62,7 @@ class Inbox:
         # number of files: a flood of in-progress names costs no memory.
         self._next_stale_ns: int | None = None
         self._stale_lock = threading.Lock()
-        self.rules = SampleRules(layout, folders.root, announce=announce)
+        self.rules = SampleRules(layout, folders.root, announce=announce, images=images)
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
@@ -71,6 +72,7 @@ class Inbox:
             ignore_stale_seconds=config.watch.ignore_stale_seconds,
             layout=config.inbox.layout,
             announce=True,
+            images=config.images,
         )
 
     def ignored(self, name: str) -> bool:
