@@ -328,6 +328,17 @@ class Applier:
             # A stalled upload looks finished: never act on it, whatever its verdict.
             return self._deferred(outcome, str(error), STILL_WRITTEN_RETRY)
         with lease:
+            try:
+                for member in members:
+                    member.lease = self._lease(member.held, action, folder)
+            except StillWrittenError as error:
+                # A member still written (a caption half-way): the sample waits whole,
+                # the image with it, never split (`samples`).
+                for leased in members:
+                    if leased.lease is not None:
+                        leased.lease.release()
+                why = f"its member {member.held.path.name}: {error}"
+                return self._deferred(outcome, why, STILL_WRITTEN_RETRY)
             return self._act_leased(
                 held, judgement, outcome, action, folder, destination, folders, members, lease
             )
