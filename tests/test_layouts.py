@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from facesieve.config import Config
 from facesieve.intake.inbox import Inbox
 from facesieve.intake.layouts import DescriptorView, SampleRules
+from tests.conftest import DATA
+from tests.test_thumbs import scrapy_thumbnail
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 
@@ -65,6 +68,7 @@ def test_a_member_that_is_an_image_is_judged_on_its_own(tmp_path: Path) -> None:
     assert _walked(tmp_path) == ["a/KEY.jpg", "a/KEY.json"]
 
 
+@pytest.mark.data
 def test_gallery_dl_and_scrapy_samples(tmp_path: Path) -> None:
     gallery = tmp_path / "g"
     _write(gallery, "site/one.jpg", JPEG)
@@ -72,9 +76,11 @@ def test_gallery_dl_and_scrapy_samples(tmp_path: Path) -> None:
     _write(gallery, "site/info.json")
     assert _walked(gallery) == ["site/one.jpg"]
     scrapy = tmp_path / "s"
-    _write(scrapy, "full/abc.jpg", JPEG)
-    _write(scrapy, "thumbs/small/abc.jpg", JPEG)
-    _write(scrapy, "thumbs/big/abc.jpg", JPEG)
+    # A thumbnail follows its image only as a true downscale of it (tests/test_thumbs.py).
+    photo = DATA / "fairface" / "fairface_0001.jpg"
+    _write(scrapy, "full/abc.jpg", photo.read_bytes())
+    _write(scrapy, "thumbs/small/abc.jpg", scrapy_thumbnail(photo, (50, 50)))
+    _write(scrapy, "thumbs/big/abc.jpg", scrapy_thumbnail(photo, (270, 270)))
     _write(scrapy, "thumbs/small/lonely.jpg", JPEG)
     assert _walked(scrapy) == ["full/abc.jpg", "thumbs/small/lonely.jpg"]
     rules = SampleRules("auto", scrapy)

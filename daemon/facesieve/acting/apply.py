@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ActionsConfig, Layout, ResolvedFolders
+from ..config import ActionsConfig, ImagesConfig, Layout, ResolvedFolders
 from ..errors import ActionError, ChangedError, ImageAccessError, LedgerError
 from ..intake.layouts import SampleRules
 from ..intake.safefs import HeldFile, Identity, is_symlink_refusal
@@ -100,6 +100,7 @@ class Applier:
         open_writer_limit: float = OPEN_WRITER_LIMIT_SECONDS,
         layout: Layout = "files",
         rules: SampleRules | None = None,
+        images: ImagesConfig | None = None,
     ) -> None:
         self.folders = folders
         self.ledger = ledger
@@ -122,7 +123,7 @@ class Applier:
         # What a sample is: the image's verdict carries its members (`samples`).
         # The watch shares its inbox's rules, so that what `auto` learns holds here too.
         if rules is None and folders is not None:
-            rules = SampleRules(layout, folders.root)
+            rules = SampleRules(layout, folders.root, images=images)
         self.rules = rules
 
     def close(self) -> None:
@@ -327,6 +328,17 @@ class Applier:
             # A stalled upload looks finished: never act on it, whatever its verdict.
             return self._deferred(outcome, str(error), STILL_WRITTEN_RETRY)
         with lease:
+            try:
+                for member in members:
+                    member.lease = self._lease(member.held, action, folder)
+            except StillWrittenError as error:
+                # A member still written (a caption half-way): the sample waits whole,
+                # the image with it, never split (`samples`).
+                for leased in members:
+                    if leased.lease is not None:
+                        leased.lease.release()
+                why = f"its member {member.held.path.name}: {error}"
+                return self._deferred(outcome, why, STILL_WRITTEN_RETRY)
             return self._act_leased(
                 held, judgement, outcome, action, folder, destination, folders, members, lease
             )

@@ -9,11 +9,16 @@ is decides where the sample belongs. Recovery (`settle_members`) carries every
 member still behind an image that had moved, and touches none of an image that
 had not: a sample is never left split.
 
-A member is not judged, so a member that changed since it was held (a writer
-rewriting its caption) still goes with its image: what belongs to the sample is
-its name, not its bytes. Only a member that cannot be moved at all (an I/O error)
-stays behind, and says so (`member_left`). Restore, approve, reject and undo
-move the image; `follow` brings its members the same way.
+Members move under the image's lease rule (`lease`): each is leased with the
+image, and one still open for writing defers the whole sample (judged again once
+quiet), so a caption is never moved half-written nor the sample split. A member
+is not judged, so a member that changed since it was held (a writer rewriting its
+caption, closed again) still goes with its image: what belongs to the sample is
+its name, not its bytes. Only a member that cannot be moved at all (an I/O error,
+or a writer that opened it while it moved) stays behind, and says so
+(`member_left`); it follows its image when next judged (`Applier._follow_image`).
+Restore, approve, reject and undo move the image; `follow` brings its members the
+same way.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..intake.layouts import DescriptorView, SampleRules
 from ..intake.safefs import Folder, HeldFile
 from ..ledger.store import LedgerRow, MemberIntent, MemberRow
 from ..logs import get_logger
+from .lease import ReadLease, StillWrittenError
 from .moves import (
     Action,
     Places,
@@ -65,6 +71,8 @@ class HeldMember:
     held: HeldFile
     sha256: str
     destination: Path | None
+    # Taken with the image's (`Applier`): nobody writes the member while it moves.
+    lease: ReadLease | None = None
 
     def intent(self) -> MemberIntent:
         return MemberIntent(self.held.path, self.destination, self.sha256, self.held.identity)
@@ -129,6 +137,8 @@ def carry(
         except (ActionError, OSError) as error:
             log.error("member_left", path=str(member.held.path), reason=str(error))
         finally:
+            if member.lease is not None:
+                member.lease.release()
             member.held.close()
         landed[member_id] = where
     return landed
@@ -146,7 +156,12 @@ def _move(member: HeldMember, places: Places, base: Folder) -> Path:
             base,
             mode=places.mode,
             sha256=member.sha256,
+            lease=member.lease,
         )
+    except StillWrittenError as error:
+        # Opened for writing while it moved: it stays (`member_left`), judged again
+        # later, and follows its image then (`Applier._follow_image`).
+        raise ActionError(str(error)) from error
     except ChangedError:
         # Rewritten since it was held: it is still the sample's member by its name.
         return move_file(
@@ -156,7 +171,11 @@ def _move(member: HeldMember, places: Places, base: Folder) -> Path:
 
 def _delete(member: HeldMember, places: Places) -> None:
     try:
-        delete_held(member.held, places.root, member.parts[:-1], sha256=member.sha256)
+        delete_held(
+            member.held, places.root, member.parts[:-1], sha256=member.sha256, lease=member.lease
+        )
+    except StillWrittenError as error:
+        raise ActionError(str(error)) from error
     except ChangedError:
         delete_file(member.held.path, base=places.root)
 

@@ -106,6 +106,7 @@ def applier_for(
         unreadable_grace=config.images.unreadable_grace_seconds,
         mode=config.actions.mode,
         layout=config.inbox.layout,
+        images=config.images,
     )
 
 

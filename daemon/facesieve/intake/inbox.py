@@ -15,8 +15,10 @@ A symlink or other non-regular file is still offered, so the judge
 reports why it is skipped.
 
 The layout (`layouts`, `[inbox] layout`) takes out what is no candidate of its
-own: the dataset's index files, a writer's work folders, and the members of a
-sample (a caption beside its image), which go wherever their image goes.
+own: the dataset's index files and the members of a sample (a caption beside its
+image), which go wherever their image goes. A writer's work folder (img2dataset's
+`_tmp/`) is in progress, as an ignored name is: a file there is judged once quiet
+for `ignore_stale_seconds` (or `_tmp/` would keep any image).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 
-from ..config import Config, Layout, ResolvedFolders
+from ..config import Config, ImagesConfig, Layout, ResolvedFolders
 from ..logs import get_logger
 from .layouts import DescriptorView, SampleRules
 from .safefs import is_symlink_refusal, open_below, scan_folder
@@ -48,6 +50,7 @@ class Inbox:
         ignore_stale_seconds: float = 600.0,
         layout: Layout = "files",
         announce: bool = False,
+        images: ImagesConfig | None = None,
     ) -> None:
         self.folders = folders
         self.root = folders.root
@@ -59,7 +62,7 @@ class Inbox:
         # number of files: a flood of in-progress names costs no memory.
         self._next_stale_ns: int | None = None
         self._stale_lock = threading.Lock()
-        self.rules = SampleRules(layout, folders.root, announce=announce)
+        self.rules = SampleRules(layout, folders.root, announce=announce, images=images)
 
     @classmethod
     def of(cls, config: Config, folders: ResolvedFolders) -> Inbox:
@@ -69,6 +72,7 @@ class Inbox:
             ignore_stale_seconds=config.watch.ignore_stale_seconds,
             layout=config.inbox.layout,
             announce=True,
+            images=config.images,
         )
 
     def ignored(self, name: str) -> bool:
@@ -85,7 +89,8 @@ class Inbox:
             return False
         if any(path == m or m in path.parents for m in self._managed):
             return False
-        if self.ignored(path.name):
+        self.rules.observe(relative.parts)
+        if self.ignored(path.name) or self.rules.in_work_area(relative.parts):
             info = self.lstat(path)
             if info is None:
                 return False  # gone: nothing to judge
@@ -95,11 +100,8 @@ class Inbox:
         return self._own_candidate(relative.parts)
 
     def _own_candidate(self, parts: tuple[str, ...]) -> bool:
-        """Not an index file, not in a work area, and no member of an image: judged itself."""
+        """Not an index file and no member of an image: judged itself."""
         rules = self.rules
-        rules.observe(parts)
-        if rules.in_work_area(parts):
-            return False
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -141,6 +143,10 @@ class Inbox:
                 try:
                     fd = open_below(root_fd, parts)
                     try:
+                        entries = sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
+                        for e in entries:
+                            self.rules.observe((*parts, e.name), e.is_dir(follow_symlinks=False))
+                        in_work = self.rules.in_work_area((*parts, ""))
                         kinds = [
                             # A symlink's target is stat()ed (never opened, read or listed)
                             # only to tell a symlinked folder, which is never offered.
@@ -148,9 +154,9 @@ class Inbox:
                                 e.name,
                                 e.is_dir(follow_symlinks=False),
                                 e.is_symlink() and e.is_dir(),
-                                self._ignored_entry(e),
+                                self._ignored_entry(e, in_work),
                             )
-                            for e in sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
+                            for e in entries
                         ]
                     finally:
                         os.close(fd)
@@ -165,14 +171,10 @@ class Inbox:
                 files = []
                 rules = self.rules
                 view = DescriptorView(root_fd)
-                for name, is_dir, _, _ in kinds:
-                    rules.observe((*parts, name), is_dir)
                 for name, is_dir, linked_folder, ignored in kinds:
                     path = folder / name
                     if is_dir:
-                        if rules.is_work_area(name):
-                            log.debug("skipped", path=str(path), reason="a writer's work folder")
-                        elif path not in self._managed:
+                        if path not in self._managed:
                             stack.append((*parts, name))
                     elif linked_folder:
                         log.info(
@@ -203,13 +205,14 @@ class Inbox:
     @property
     def _in_progress(self) -> str:
         return (
-            "name matches an ignore pattern: in progress, judged once quiet for "
-            f"{self._stale_ns / 1e9:g} s"
+            "name matches an ignore pattern or lies in a writer's work folder: in progress, "
+            f"judged once quiet for {self._stale_ns / 1e9:g} s"
         )
 
-    def _ignored_entry(self, entry: os.DirEntry[str]) -> bool:
-        """Whether a listed entry is left out as in progress (an ignored name, not stale)."""
-        if entry.is_dir(follow_symlinks=False) or not self.ignored(entry.name):
+    def _ignored_entry(self, entry: os.DirEntry[str], in_work: bool = False) -> bool:
+        """Whether a listed entry is left out as in progress (an ignored name, or any
+        file in a writer's work folder, not yet stale)."""
+        if entry.is_dir(follow_symlinks=False) or not (in_work or self.ignored(entry.name)):
             return False
         try:
             info = entry.stat(follow_symlinks=False)

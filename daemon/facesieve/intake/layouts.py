@@ -10,7 +10,7 @@ A file belonging to no image is judged as any other (and so is `not_image`).
 
 Each profile also names the dataset's own index files, never judged or moved
 (img2dataset's `*.parquet` and `*_stats.json`, gallery-dl's `info.json`), and the
-folders a writer works in (img2dataset's `_tmp/`), never entered. `auto` picks a
+folders a writer works in (img2dataset's `_tmp/`), in progress. `auto` picks a
 profile by the marks a writer leaves (and says which and why); under `watch` it
 keeps looking at what arrives, so an inbox that was empty at start still gets the
 writer's profile as soon as its first mark appears.
@@ -18,9 +18,10 @@ writer's profile as soon as its first mark appears.
 Whoever can write the inbox is hostile: a "member" or an "index file" whose first
 bytes are an image is neither, it is judged on its own (a photo named `KEY.json`
 beside a kept `KEY.jpg`, or `x.parquet`, must not escape its judge). Scrapy's
-thumbnails are images and follow their full image by name only: that profile
-trusts the writer's folder layout (so do a writer's work folders: set `layout`
-for an inbox whose writers are not trusted).
+thumbnails are images: one follows its full image only if its pixels are a
+downscale of it (`thumbs`), or it is judged on its own. A writer's work folder is
+in progress, not invisible: `Inbox` judges what lies there once quiet for
+`[watch] ignore_stale_seconds`, as an ignored name.
 """
 
 from __future__ import annotations
@@ -28,15 +29,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..config import DEFAULT_EXTENSIONS
+from ..config import DEFAULT_EXTENSIONS, ImagesConfig
 from ..config import Layout as LayoutName
 from ..logs import get_logger
-from .safefs import open_below, scan_folder
+from .safefs import Identity, open_below, scan_folder
+from .thumbs import MAX_THUMB_BYTES, Downscales
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -67,7 +70,7 @@ class Profile:
 
     name: str
     index: tuple[str, ...] = ()  # fnmatch patterns on a file's name: the dataset's index
-    work_areas: tuple[str, ...] = ()  # folder names a writer works in: never entered
+    work_areas: tuple[str, ...] = ()  # folder names a writer works in: in progress
     thumbs: bool = False  # Scrapy: thumbs/<size>/<name> belongs to full/<name>
 
 
@@ -149,10 +152,18 @@ def detect(root: Path) -> tuple[str, str]:
 class SampleRules:
     """One layout's rules over an inbox: index files, work areas, and samples."""
 
-    def __init__(self, layout: LayoutName, root: Path, *, announce: bool = False) -> None:
+    def __init__(
+        self,
+        layout: LayoutName,
+        root: Path,
+        *,
+        announce: bool = False,
+        images: ImagesConfig | None = None,
+    ) -> None:
         self.root = root
         self.auto = layout == "auto"
         self._announce = announce
+        self.downscales = Downscales(images)
         if self.auto:
             name, why = detect(root)
         else:
@@ -181,7 +192,8 @@ class SampleRules:
         return any(fnmatch.fnmatch(name, pattern) for pattern in self.profile.index)
 
     def in_work_area(self, parts: Sequence[str]) -> bool:
-        """Whether a path (its parts below the inbox) lies in a writer's work folder."""
+        """Whether a path (its parts below the inbox) lies in a writer's work folder
+        (in progress: judged once quiet, `Inbox`)."""
         return any(part in self.profile.work_areas for part in parts[:-1])
 
     def is_work_area(self, name: str) -> bool:
@@ -200,7 +212,7 @@ class SampleRules:
         name, folder = parts[-1], tuple(parts[:-1])
         if self.profile.thumbs and len(parts) >= 3 and parts[-3] == _THUMBS:
             full = (*parts[:-3], _FULL, name)
-            return full if view.is_file(full) else None
+            return full if view.is_file(full) and self._downscale(parts, full, view) else None
         for candidate in owners_of(name):
             image = (*folder, candidate)
             if view.is_file(image):
@@ -222,9 +234,21 @@ class SampleRules:
         if self.profile.thumbs and folder and folder[-1] == _FULL:
             thumbs = (*folder[:-1], _THUMBS)
             for size in sorted(view.folders(thumbs)):
-                if name in set(view.files((*thumbs, size))):
-                    found.append((*thumbs, size, name))
+                thumb = (*thumbs, size, name)
+                if name in set(view.files(thumb[:-1])) and self._downscale(thumb, parts, view):
+                    found.append(thumb)
         return found
+
+    def _downscale(self, thumb: Sequence[str], full: Sequence[str], view: FolderView) -> bool:
+        """Whether the thumbnail at `thumb` is a downscale of the image at `full` (its
+        name is no proof: `thumbs`)."""
+        thumb_read = view.read(thumb, MAX_THUMB_BYTES)
+        if thumb_read is None:
+            return False
+        full_read = view.read(full, self.downscales.images.max_file_bytes)
+        if full_read is None:
+            return False
+        return self.downscales.follows(thumb_read, full_read, "/".join(thumb))
 
 
 class FolderView(Protocol):
@@ -241,6 +265,9 @@ class FolderView(Protocol):
 
     def is_image(self, parts: Sequence[str]) -> bool:
         """Whether the file's first bytes are an image's."""
+
+    def read(self, parts: Sequence[str], max_bytes: int) -> tuple[Identity, bytes] | None:
+        """A regular file's identity and bytes (None: gone, odd, or over `max_bytes`)."""
 
 
 class DescriptorView:
@@ -286,24 +313,49 @@ class DescriptorView:
     def is_file(self, parts: Sequence[str]) -> bool:
         return bool(parts) and parts[-1] in self._list(parts[:-1])[0]
 
-    def is_image(self, parts: Sequence[str]) -> bool:
-        from ..judging.images import sniff_format  # the judge's own test of bytes
-
+    def _open(self, parts: Sequence[str]) -> int | None:
         try:
             folder = open_below(self._root_fd, parts[:-1])
         except OSError:
-            return False
+            return None
         try:
-            fd = os.open(
+            return os.open(
                 parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder
             )
         except OSError:
-            return False
+            return None
         finally:
             os.close(folder)
+
+    def is_image(self, parts: Sequence[str]) -> bool:
+        from ..judging.images import sniff_format  # the judge's own test of bytes
+
+        fd = self._open(parts)
+        if fd is None:
+            return False
         try:
             return sniff_format(os.pread(fd, _SNIFF_BYTES, 0)) is not None
         except OSError:
             return False
+        finally:
+            os.close(fd)
+
+    def read(self, parts: Sequence[str], max_bytes: int) -> tuple[Identity, bytes] | None:
+        fd = self._open(parts)
+        if fd is None:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+                return None
+            data = os.pread(fd, info.st_size, 0)
+            if len(data) != info.st_size:
+                return None  # changed while read: no answer this time
+            identity = Identity(
+                info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+            )
+            return identity, data
+        except OSError:
+            return None
         finally:
             os.close(fd)
