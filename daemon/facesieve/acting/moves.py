@@ -483,6 +483,18 @@ def _place(
         if error.errno in _NO_LINKS:
             return _rename_if_free(held, folder_fd, name)
         raise
+    return _keep_link(held, folder_fd, name, sha256=sha256, lease=lease)
+
+
+def _keep_link(
+    held: HeldFile, folder_fd: int, name: str, *, sha256: str | None, lease: ReadLease | None
+) -> bool:
+    """The held file is linked at `name` in `folder_fd`: keep that link and remove the
+    source's name (True) only if it is still the judged file, else take the link back.
+
+    Raises:
+        ChangedError: the name was swapped, or the file changed; the link was taken back.
+    """
     linked = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
     if not held.identity.same_inode(linked):
         # The name was swapped between the check and the link: take back our link.
@@ -599,34 +611,11 @@ def _copy_across(
         lease.require_quiet(held.identity, "a copy to another filesystem")
         lease.check()
     partial = name + PARTIAL_SUFFIX
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
-    except FileExistsError as error:
-        if not own_partials:
-            raise ActionError(
-                f"{partial} exists and is no copy facesieve left: left alone"
-            ) from error
-        # Left by a crash in facesieve's own folder (recovery removes these).
-        os.unlink(partial, dir_fd=folder_fd)
-        writer = os.open(partial, flags, 0o600, dir_fd=folder_fd)
+    writer = _open_partial(folder_fd, partial, own_partials=own_partials)
     placed = False
     try:
-        try:
-            digest = hashlib.sha256()
-            offset = 0
-            while block := os.pread(held.fd, 1 << 20, offset):
-                digest.update(block)
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(writer, view) :]
-                offset += len(block)
-            os.fchmod(writer, safe_mode(held.mode, mode))
-            os.utime(writer, ns=(held.atime_ns, held.identity.mtime_ns))
-            os.fsync(writer)
-        finally:
-            os.close(writer)
-        if sha256 is not None and digest.hexdigest() != sha256:
+        digest = _write_copy(held, writer, mode)
+        if sha256 is not None and digest != sha256:
             raise ChangedError("its bytes are not the ones judged; the copy was removed")
         _verify(held)
         try:
@@ -653,6 +642,46 @@ def _copy_across(
         raise ChangedError(f"{error}; the copy was removed") from error
     _unlink_source(held)
     return True
+
+
+def _open_partial(folder_fd: int, partial: str, *, own_partials: bool) -> int:
+    """A new, empty `partial` in `folder_fd`, open for writing; one found there is removed
+    first only with `own_partials`.
+
+    Raises:
+        ActionError: `partial` exists and is not facesieve's (left alone).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(partial, flags, 0o600, dir_fd=folder_fd)
+    except FileExistsError as error:
+        if not own_partials:
+            raise ActionError(
+                f"{partial} exists and is no copy facesieve left: left alone"
+            ) from error
+        # Left by a crash in facesieve's own folder (recovery removes these).
+        os.unlink(partial, dir_fd=folder_fd)
+        return os.open(partial, flags, 0o600, dir_fd=folder_fd)
+
+
+def _write_copy(held: HeldFile, writer: int, mode: int) -> str:
+    """Copy the held descriptor's bytes, mode and times to `writer`, synced, and close
+    `writer` (always); the SHA-256 of the bytes copied."""
+    try:
+        digest = hashlib.sha256()
+        offset = 0
+        while block := os.pread(held.fd, 1 << 20, offset):
+            digest.update(block)
+            view = memoryview(block)
+            while view:
+                view = view[os.write(writer, view) :]
+            offset += len(block)
+        os.fchmod(writer, safe_mode(held.mode, mode))
+        os.utime(writer, ns=(held.atime_ns, held.identity.mtime_ns))
+        os.fsync(writer)
+    finally:
+        os.close(writer)
+    return digest.hexdigest()
 
 
 # -- by path: for restores, purges, recovery and tests ----------------------------------------

@@ -24,7 +24,7 @@ import stat
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -183,32 +183,14 @@ def _once(
     should_stop: Callable[[], bool],
 ) -> Iterator[Outcome]:
     remaining = iter(paths)
-    first: Dispatch | None = None
     # Files the prefilter settles need no judge: a rescan of a folder already decided
     # starts no worker and no cluster.
-    for path in remaining:
-        item = prefilter(path, owner.seen, lstat)
-        if isinstance(item, tuple):
-            first = item
-            break
-        yield owner.apply(item, actions)
-        if should_stop():
-            return
+    first = yield from _settle_until_judged(owner, remaining, actions, lstat, should_stop)
     if first is None:
         return
     settled: deque[NotJudged] = deque()
-
-    def to_judge() -> Iterator[Dispatch]:
-        assert first is not None
-        yield first
-        for path in remaining:
-            item = prefilter(path, owner.seen, lstat)
-            if isinstance(item, tuple):
-                yield item
-            else:
-                settled.append(item)
-
-    for result in engine.judge(to_judge(), should_stop):
+    to_judge = _to_judge(first, remaining, owner, lstat, settled)
+    for result in engine.judge(to_judge, should_stop):
         while settled:
             yield owner.apply(settled.popleft(), actions)
         if should_stop():
@@ -216,6 +198,43 @@ def _once(
         yield owner.apply(result, actions)
     while settled and not should_stop():
         yield owner.apply(settled.popleft(), actions)
+
+
+def _settle_until_judged(
+    owner: Owner,
+    remaining: Iterator[Path],
+    actions: ActionsConfig,
+    lstat: Callable[[Path], os.stat_result | None],
+    should_stop: Callable[[], bool],
+) -> Generator[Outcome, None, Dispatch | None]:
+    """Act on the files the prefilter settles, up to the first one to judge, which it
+    returns; None once `remaining` is done or `should_stop` says yes."""
+    for path in remaining:
+        item = prefilter(path, owner.seen, lstat)
+        if isinstance(item, tuple):
+            return item
+        yield owner.apply(item, actions)
+        if should_stop():
+            return None
+    return None
+
+
+def _to_judge(
+    first: Dispatch,
+    remaining: Iterator[Path],
+    owner: Owner,
+    lstat: Callable[[Path], os.stat_result | None],
+    settled: deque[NotJudged],
+) -> Iterator[Dispatch]:
+    """`first`, then every file of `remaining` to judge; the ones the prefilter settles
+    go to `settled` instead, for the caller to act on between results."""
+    yield first
+    for path in remaining:
+        item = prefilter(path, owner.seen, lstat)
+        if isinstance(item, tuple):
+            yield item
+        else:
+            settled.append(item)
 
 
 # A file deferred this many times in one scan (still changing, or unreadable while

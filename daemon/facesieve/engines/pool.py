@@ -144,6 +144,38 @@ class _Batch:
     results: Sequence[Any] | None = None
 
 
+class _Feed:
+    """The (path, hint) input cut into numbered batches, read only as far as asked."""
+
+    def __init__(self, items: Iterable[tuple[Path, Any]], size: int) -> None:
+        self._source = iter(items)
+        self._size = size
+        self._next_id = 0
+        self.exhausted = False
+
+    def next_batch(self) -> _Batch | None:
+        """The next batch, or None once the input is done (`exhausted` from then on)."""
+        if self.exhausted:
+            return None
+        chunk = [p for _, p in zip(range(self._size), self._source, strict=False)]
+        if not chunk:
+            self.exhausted = True
+            return None
+        batch = _Batch(self._next_id, chunk)
+        self._next_id += 1
+        return batch
+
+
+def _finished_at_head(order: deque[_Batch]) -> Iterator[tuple[Path, Any]]:
+    """The results of the finished batches at the head of `order`, each batch taken off
+    as it is reached, in input order."""
+    while order and order[0].results is not None:
+        done = order.popleft()
+        assert done.results is not None
+        for (path, _), result in zip(done.items, done.results, strict=True):
+            yield path, result
+
+
 @dataclass
 class _Worker:
     process: BaseProcess
@@ -277,9 +309,7 @@ class JudgePool(Generic[R]):
         """
         if not self._workers:
             raise RuntimeError("JudgePool.judge() outside its `with` block")
-        source = iter(items)
-        exhausted = False
-        next_id = 0
+        feed = _Feed(items, self._batch)
         order: deque[_Batch] = deque()  # every batch not yet yielded, in input order
         retry: deque[_Batch] = deque()  # batches of a dead worker, to send again
         limit = self._count * self._depth
@@ -287,38 +317,35 @@ class JudgePool(Generic[R]):
         while True:
             if should_stop():
                 return
-            # Send work while fewer than `limit` batches are unfinished or unyielded.
-            while len(order) < limit or retry:
-                worker = self._least_busy()
-                if worker is None:
-                    break
-                if retry:
-                    batch = retry.popleft()
-                elif not exhausted:
-                    chunk = [p for _, p in zip(range(self._batch), source, strict=False)]
-                    if not chunk:
-                        exhausted = True
-                        break
-                    batch = _Batch(next_id, chunk)
-                    next_id += 1
-                    order.append(batch)
-                else:
-                    break
-                if not self._dispatch(worker, batch):
-                    retry.appendleft(batch)  # that worker is dead; _collect replaces it
+            self._send(feed, order, retry, limit)
             # Yield whatever is finished at the head, in order.
-            while order and order[0].results is not None:
-                done = order.popleft()
-                assert done.results is not None
-                for (path, _), result in zip(done.items, done.results, strict=True):
-                    yield path, result
-                    if should_stop():
-                        return
+            for path, result in _finished_at_head(order):
+                yield path, result
+                if should_stop():
+                    return
             if not order:
-                if exhausted:
+                if feed.exhausted:
                     return
                 continue
             self._collect(retry, order)
+
+    def _send(self, feed: _Feed, order: deque[_Batch], retry: deque[_Batch], limit: int) -> None:
+        """Send work while fewer than `limit` batches are unfinished or unyielded; a dead
+        worker's batches first."""
+        while len(order) < limit or retry:
+            worker = self._least_busy()
+            if worker is None:
+                break
+            if retry:
+                batch = retry.popleft()
+            else:
+                fresh = feed.next_batch()
+                if fresh is None:
+                    break
+                batch = fresh
+                order.append(batch)
+            if not self._dispatch(worker, batch):
+                retry.appendleft(batch)  # that worker is dead; _collect replaces it
 
     def _least_busy(self) -> _Worker | None:
         ready = [w for w in self._workers if w.ready and len(w.held) < self._depth]

@@ -246,31 +246,15 @@ def decode_image(
     if not data:
         raise UnreadableImageError("empty file (0 bytes)")
     if max_scans is not None:
-        scans = jpeg_scan_count(data)
-        if scans > max_scans:
-            raise UnreadableImageError(
-                f"JPEG of {scans} scans is over the {max_scans}-scan limit (a scan bomb)"
-            )
+        _refuse_scan_bomb(data, max_scans)
     if sniff_format(data) == "HEIF":
         _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image_format = str(image.format)
-            if image_format not in _FORMATS:
-                raise UnreadableImageError(f"unsupported format {image_format}")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise UnreadableImageError(f"{width}x{height} is over the {max_pixels}-pixel limit")
-            if image.format in ("JPEG", "MPO") and max(width, height) > max_side:
-                image.draft("RGB", (max_side, max_side))
-            image.load()
-            oriented = _orient(image)
-            if oriented.mode != "RGB":
-                oriented = _to_rgb(oriented)
-            oriented_w, oriented_h = _oriented_size(width, height, oriented)
-            rgb = _fit(np.asarray(oriented, dtype=np.uint8), max_side)
+            rgb, oriented_w, oriented_h, image_format = _decode_pixels(
+                data, max_pixels=max_pixels, max_side=max_side
+            )
     except UnreadableImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -290,6 +274,41 @@ def decode_image(
         scale=max(scale, 1.0),
         format=image_format,
     )
+
+
+def _refuse_scan_bomb(data: bytes, max_scans: int) -> None:
+    scans = jpeg_scan_count(data)
+    if scans > max_scans:
+        raise UnreadableImageError(
+            f"JPEG of {scans} scans is over the {max_scans}-scan limit (a scan bomb)"
+        )
+
+
+def _decode_pixels(
+    data: bytes, *, max_pixels: int, max_side: int
+) -> tuple[NDArray[np.uint8], int, int, str]:
+    """The first frame's RGB pixels fitted to `max_side`, the oriented full size, and the
+    format. Pillow's own errors propagate for `decode_image` to name.
+
+    Raises:
+        UnreadableImageError: an unsupported format, or over `max_pixels`.
+    """
+    image = Image.open(io.BytesIO(data))
+    image_format = str(image.format)
+    if image_format not in _FORMATS:
+        raise UnreadableImageError(f"unsupported format {image_format}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise UnreadableImageError(f"{width}x{height} is over the {max_pixels}-pixel limit")
+    if image.format in ("JPEG", "MPO") and max(width, height) > max_side:
+        image.draft("RGB", (max_side, max_side))
+    image.load()
+    oriented = _orient(image)
+    if oriented.mode != "RGB":
+        oriented = _to_rgb(oriented)
+    oriented_w, oriented_h = _oriented_size(width, height, oriented)
+    rgb = _fit(np.asarray(oriented, dtype=np.uint8), max_side)
+    return rgb, oriented_w, oriented_h, image_format
 
 
 # EXIF orientation -> the transpose that shows the image as a viewer does.

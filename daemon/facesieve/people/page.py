@@ -78,79 +78,97 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
     # No static route: the page's files are served by the two routes below only.
     app = Flask("facesieve.people.page", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024
-    decide_lock = threading.Lock()  # one decision at a time in this process
-    log = get_logger()
+    desk = _Desk(config, folders, token, who)
+    app.teardown_appcontext(desk.close)
+    app.before_request(desk.guard)
+    app.after_request(_headers)
+    # The endpoint names are the routes' own: `_PUBLIC` names the two open ones.
+    app.get("/", endpoint="page")(_page)
+    app.get("/app.js", endpoint="script")(_script)
+    app.get("/api/queue", endpoint="queue")(desk.queue)
+    # Beyond SQLite's integers no row can be: not found, like any id of no row.
+    app.get(f"/image/<int(min=1, max={MAX_ROW_ID}):decision_id>", endpoint="image")(desk.image)
+    app.post("/api/decide", endpoint="decide")(desk.decide)
+    app.post("/api/undo", endpoint="undo")(desk.undo)
+    return app
 
-    def ledger() -> LedgerUnion:
+
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+        "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _page() -> Response:
+    # The same text for everyone: the token is in the URL's fragment, read by the script.
+    return Response(_PAGE, mimetype="text/html")
+
+
+def _script() -> Response:
+    return Response(_JS, mimetype="text/javascript")
+
+
+class _Desk:
+    """What the routes of one app share: its ledger, token, reviewer and decision lock."""
+
+    def __init__(self, config: Config, folders: ResolvedFolders, token: str, who: str) -> None:
+        self.config = config
+        self.folders = folders
+        self.token = token
+        self.who = who
+        self.decide_lock = threading.Lock()  # one decision at a time in this process
+        self.log = get_logger()
+
+    def ledger(self) -> LedgerUnion:
         # The plain ledger and its shards: files a Ray scan put in review wait here too.
         if "ledger" not in g:
-            g.ledger = LedgerUnion.open_existing(folders.ledger)
+            g.ledger = LedgerUnion.open_existing(self.folders.ledger)
         opened: LedgerUnion = g.ledger
         return opened
 
-    @app.teardown_appcontext
-    def _close(_: BaseException | None) -> None:
+    def close(self, _: BaseException | None) -> None:
         opened = g.pop("ledger", None)
         if opened is not None:
             opened.close()
 
-    def _given(value: str | None) -> bool:
-        return value is not None and hmac.compare_digest(value.encode(), token.encode())
+    def _given(self, value: str | None) -> bool:
+        return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
 
-    @app.before_request
-    def _guard() -> Response | None:
+    def guard(self) -> Response | None:
         if request.method == "OPTIONS":
             # A CORS preflight is never answered: another origin (another port of this
             # host, too) cannot get leave to send the header.
-            log.warning("review_refused", path=request.path, method=request.method)
+            self.log.warning("review_refused", path=request.path, method=request.method)
             return _error(405, "no CORS here")
         if request.endpoint in _PUBLIC:
             return None
         # Only the header: no cookie, no query string, nothing a browser would send
         # on its own to this port, or to another.
-        if not _given(request.headers.get(TOKEN_HEADER)):
-            log.warning("review_refused", path=request.path, method=request.method)
+        if not self._given(request.headers.get(TOKEN_HEADER)):
+            self.log.warning("review_refused", path=request.path, method=request.method)
             return _error(403, "a valid token is needed: use the URL facesieve review printed")
         return None
 
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
-            "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-            "frame-ancestors 'none'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        if "Cache-Control" not in response.headers:
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    def queue(self) -> Response:
+        items = [_item(d) for d in in_review(self.ledger())]
+        return jsonify({"who": self.who, "ledger": str(self.folders.ledger), "items": items})
 
-    @app.get("/")
-    def page() -> Response:
-        # The same text for everyone: the token is in the URL's fragment, read by the script.
-        return Response(_PAGE, mimetype="text/html")
-
-    @app.get("/app.js")
-    def script() -> Response:
-        return Response(_JS, mimetype="text/javascript")
-
-    @app.get("/api/queue")
-    def queue() -> Response:
-        items = [_item(d) for d in in_review(ledger())]
-        return jsonify({"who": who, "ledger": str(folders.ledger), "items": items})
-
-    # Beyond SQLite's integers no row can be: not found, like any id of no row.
-    @app.get(f"/image/<int(min=1, max={MAX_ROW_ID}):decision_id>")
-    def image(decision_id: int) -> Response:
-        row = ledger().get(decision_id)
+    def image(self, decision_id: int) -> Response:
+        row = self.ledger().get(decision_id)
         if row is None or row.destination is None or row.action != "review":
             return _error(404, f"no file in review with ledger id {decision_id}")
         try:
             # Held descriptors (no symlink followed) and the budgeted decoder: a
             # bomb in review answers 404 within the budget, never holds the page.
-            decoded = load_image(Path(row.destination), config.images, max_side=_IMAGE_SIDE)
+            decoded = load_image(Path(row.destination), self.config.images, max_side=_IMAGE_SIDE)
         except FacesieveError as error:
             return _error(404, str(error))
         buffer = io.BytesIO()
@@ -165,40 +183,36 @@ def create_app(config: Config, folders: ResolvedFolders, token: str, who: str) -
         response.headers["Vary"] = TOKEN_HEADER
         return response
 
-    @app.post("/api/decide")
-    def decide() -> Response:
+    def decide(self) -> Response:
         body = request.get_json(silent=True) or {}
         try:
             decision_id = _row_id(body["id"])
             label = Label(str(body["label"]))
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {id: N, label: keep|reject|no_face}")
-        with decide_lock:
+        with self.decide_lock:
             try:
-                done = settle(ledger(), config, decision_id, label, who)
+                done = settle(self.ledger(), self.config, decision_id, label, self.who)
             except AlreadySettledError as error:
                 return _error(409, str(error))
             except SettleError as error:
                 return _error(500, str(error))
         return jsonify(done.as_dict())
 
-    @app.post("/api/undo")
-    def undo() -> Response:
+    def undo(self) -> Response:
         body = request.get_json(silent=True) or {}
         try:
             verdict_id = _row_id(body["verdict_id"])
         except (KeyError, TypeError, ValueError):
             return _error(400, "send {verdict_id: N}")
-        with decide_lock:
+        with self.decide_lock:
             try:
-                done = undo_verdict(ledger(), verdict_id, who, config)
+                done = undo_verdict(self.ledger(), verdict_id, self.who, self.config)
             except AlreadySettledError as error:
                 return _error(409, str(error))
             except SettleError as error:
                 return _error(500, str(error))
         return jsonify({**done.as_dict(), "item": _item(done.decision)})
-
-    return app
 
 
 def _row_id(value: Any) -> int:

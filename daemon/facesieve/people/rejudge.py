@@ -63,11 +63,7 @@ def stale_decisions(
     restores = ledger.restores()
     stale = Stale()
     for decision in ledger.decisions():
-        if decision.is_human or decision.settled_by is not None:
-            continue
-        if decision.policy_fingerprint == policy and decision.models_key == current_models:
-            continue
-        if root is not None and not _inside(Path(decision.path), root):
+        if not _decided_otherwise(decision, policy, current_models, root):
             continue
         current, where = fate(decision, restores.get(decision.id))
         if where is None or not os.path.lexists(where):
@@ -81,6 +77,18 @@ def stale_decisions(
         ):
             stale.moved.append(decision)
     return stale
+
+
+def _decided_otherwise(
+    decision: LedgerRow, policy: str, current_models: str, root: Path | None
+) -> bool:
+    """A model's decision (no person's, none a person settled) under `root`, made under
+    another policy or other models than these."""
+    if decision.is_human or decision.settled_by is not None:
+        return False
+    if decision.policy_fingerprint == policy and decision.models_key == current_models:
+        return False
+    return root is None or _inside(Path(decision.path), root)
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -12,6 +12,7 @@ Which ledger: the folder named on the command line, else `[folders] inbox`, else
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -247,28 +248,17 @@ def _select(
         for decision in decisions:
             if restorable(decision, restores.get(decision.id)) is None:
                 chosen[decision.id] = decision
-    for ident in args.ids:
-        row = ledger.get(ident)
-        why = "no such ledger id" if row is None else restorable(row, restores.get(row.id))
-        if row is not None and why is None:
-            chosen[row.id] = row
-            named.add(row.id)
+    # By --id, then by --path: each the decision to restore, or why there is none.
+    asked = itertools.chain(
+        (_by_id(ledger, restores, ident) for ident in args.ids),
+        (_by_path(decisions, restores, given) for given in args.paths),
+    )
+    for found in asked:
+        if isinstance(found, _Done):
+            selected.append(found)
         else:
-            selected.append(_Done(Result.NOT_RESTORABLE, str(why), None, f"#{ident}"))
-    for given in args.paths:
-        path = os.path.abspath(given)
-        matches = [d for d in decisions if path in (d.path, d.destination)]
-        candidates = [d for d in matches if restorable(d, restores.get(d.id)) is None]
-        if candidates:
-            chosen[candidates[-1].id] = candidates[-1]
-            named.add(candidates[-1].id)
-            continue
-        why = (
-            restorable(matches[-1], restores.get(matches[-1].id))
-            if matches
-            else "the ledger has no decision about this path"
-        )
-        selected.append(_Done(Result.NOT_RESTORABLE, f"{path}: {why}", None, "-"))
+            chosen[found.id] = found
+            named.add(found.id)
     for decision in sorted(chosen.values(), key=lambda d: d.id):
         excluded = _excluded(decision, args.since, args.verdicts)
         if excluded is None:
@@ -276,6 +266,35 @@ def _select(
         elif decision.id in named:
             selected.append(_Done(Result.NOT_RESTORABLE, excluded, decision))
     return selected
+
+
+def _by_id(
+    ledger: Ledger | LedgerUnion, restores: dict[int, LedgerRow], ident: int
+) -> LedgerRow | _Done:
+    """The decision of ledger id `ident` if it can be restored, else why not."""
+    row = ledger.get(ident)
+    why = "no such ledger id" if row is None else restorable(row, restores.get(row.id))
+    if row is not None and why is None:
+        return row
+    return _Done(Result.NOT_RESTORABLE, str(why), None, f"#{ident}")
+
+
+def _by_path(
+    decisions: Sequence[LedgerRow], restores: dict[int, LedgerRow], given: str
+) -> LedgerRow | _Done:
+    """The latest restorable decision about `given` (its path or where it went), else why
+    the latest one about it cannot be restored."""
+    path = os.path.abspath(given)
+    matches = [d for d in decisions if path in (d.path, d.destination)]
+    candidates = [d for d in matches if restorable(d, restores.get(d.id)) is None]
+    if candidates:
+        return candidates[-1]
+    why = (
+        restorable(matches[-1], restores.get(matches[-1].id))
+        if matches
+        else "the ledger has no decision about this path"
+    )
+    return _Done(Result.NOT_RESTORABLE, f"{path}: {why}", None, "-")
 
 
 def _excluded(decision: LedgerRow, since: datetime | None, verdicts: Sequence[str]) -> str | None:
@@ -342,21 +361,11 @@ def _restore(
         except OSError as error:
             return _Done(Result.ERROR, f"cannot open {decision.root}: {error}", decision)
     if restore is not None and restore.state == "pending" and not dry_run:
-        if in_flight(restore):
-            # Maybe another `restore` moving it right now: never taken over.
-            why = f"being restored (ledger #{restore.id}, pending); try again in a minute"
-            return _Done(Result.ERROR, why, decision)
-        # A restore cut short: finish it if the file had reached its place.
-        move = replace(restore, path=str(source), destination=str(original))
-        if recover_one(ledger, places, move).completed:
-            log.info("restored", id=decision.id, path=str(original), resumed=True)
-            return _Done(Result.RESTORED, f"{source} -> {original} (finished)", decision)
+        resumed = _resume(ledger, places, decision, restore)
+        if resumed is not None:
+            return resumed
     if dry_run:
-        if not os.path.lexists(source):
-            return _Done(Result.MISSING, f"{source} is no longer there", decision)
-        if os.path.lexists(original):
-            return _Done(Result.CONFLICT, f"{original} exists; would leave {source}", decision)
-        return _Done(Result.WOULD_RESTORE, f"{source} -> {original}", decision)
+        return _would_restore(decision)
     if not os.path.lexists(source):
         return _Done(Result.MISSING, f"{source} is no longer there", decision)
     # The row names the inode that goes back: a recovery acts on that one alone.
@@ -387,6 +396,36 @@ def _restore(
     ledger.complete(row_id, original, identity, members=members)
     log.info("restored", id=decision.id, path=str(original), source=str(source))
     return _Done(Result.RESTORED, f"{source} -> {original}", decision)
+
+
+def _resume(
+    ledger: Ledger | LedgerUnion, places: Places | None, decision: LedgerRow, restore: LedgerRow
+) -> _Done | None:
+    """The pending `restore` of `decision` finished if its file had reached its place;
+    None if it had not (the restore is to be done again)."""
+    assert decision.destination is not None
+    source, original = Path(decision.destination), Path(decision.path)
+    if in_flight(restore):
+        # Maybe another `restore` moving it right now: never taken over.
+        why = f"being restored (ledger #{restore.id}, pending); try again in a minute"
+        return _Done(Result.ERROR, why, decision)
+    # A restore cut short: finish it if the file had reached its place.
+    move = replace(restore, path=str(source), destination=str(original))
+    if recover_one(ledger, places, move).completed:
+        get_logger().info("restored", id=decision.id, path=str(original), resumed=True)
+        return _Done(Result.RESTORED, f"{source} -> {original} (finished)", decision)
+    return None
+
+
+def _would_restore(decision: LedgerRow) -> _Done:
+    """What restoring `decision` would do, nothing moved (`--dry-run`)."""
+    assert decision.destination is not None
+    source, original = Path(decision.destination), Path(decision.path)
+    if not os.path.lexists(source):
+        return _Done(Result.MISSING, f"{source} is no longer there", decision)
+    if os.path.lexists(original):
+        return _Done(Result.CONFLICT, f"{original} exists; would leave {source}", decision)
+    return _Done(Result.WOULD_RESTORE, f"{source} -> {original}", decision)
 
 
 # -- purge ---------------------------------------------------------------------------
