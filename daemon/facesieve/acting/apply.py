@@ -384,28 +384,8 @@ class Applier:
         lease: ReadLease,
     ) -> Outcome:
         assert self.places is not None
-        path, root, parts = judgement.path, self.places.root, held.parts
-        row_id = None
-        if self.ledger is not None:
-            self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
-            row_id = self.ledger.begin(
-                path=path,
-                root=folders.root,
-                size=judgement.size,
-                mtime_ns=judgement.mtime_ns,
-                mode=judgement.mode,
-                sha256=judgement.sha256,
-                faces=[f.as_dict() for f in judgement.faces],
-                verdict=judgement.verdict.value,
-                reason=judgement.reason,
-                action=action.value,
-                destination=destination,
-                models=judgement.models,
-                elapsed_ms=round(judgement.elapsed_ms, 1),
-                policy=judgement.policy_fingerprint,
-                identity=held.identity,
-                members=[member.intent() for member in members],
-            )
+        root, parts = self.places.root, held.parts
+        row_id = self._begin_row(held, judgement, action, destination, folders, members)
         try:
             landed: Path | None = None
             if destination is not None and folder is not None:
@@ -436,7 +416,56 @@ class Applier:
             if self.ledger is not None and row_id is not None:
                 self.ledger.fail(row_id, f"{type(error).__name__}: {error}; nothing done")
             raise
-        # The image went first; now its members follow it, each as the image went.
+        kept = self._carry_members(members, row_id, action, folder, landed)
+        return replace(outcome, destination=landed, members=kept)
+
+    def _begin_row(
+        self,
+        held: HeldFile,
+        judgement: Judgement,
+        action: Action,
+        destination: Path | None,
+        folders: ResolvedFolders,
+        members: list[HeldMember],
+    ) -> int | None:
+        """The ledger's intent row for the action, before anything is touched; None
+        without a ledger."""
+        if self.ledger is None:
+            return None
+        self.ledger.ensure_unchanged()  # never act with a decision no ledger keeps
+        return self.ledger.begin(
+            path=judgement.path,
+            root=folders.root,
+            size=judgement.size,
+            mtime_ns=judgement.mtime_ns,
+            mode=judgement.mode,
+            sha256=judgement.sha256,
+            faces=[f.as_dict() for f in judgement.faces],
+            verdict=judgement.verdict.value,
+            reason=judgement.reason,
+            action=action.value,
+            destination=destination,
+            models=judgement.models,
+            elapsed_ms=round(judgement.elapsed_ms, 1),
+            policy=judgement.policy_fingerprint,
+            identity=held.identity,
+            members=[member.intent() for member in members],
+        )
+
+    def _carry_members(
+        self,
+        members: list[HeldMember],
+        row_id: int | None,
+        action: Action,
+        folder: Path | None,
+        landed: Path | None,
+    ) -> tuple[Path, ...]:
+        """The image went first; now its members follow it, each as the image went.
+
+        Completes the ledger row, and returns where the members are now (those
+        deleted left out).
+        """
+        assert self.places is not None
         ids = (
             [row.id for row in self.ledger.members(row_id)]
             if self.ledger is not None and row_id is not None
@@ -445,12 +474,11 @@ class Applier:
         where = carry(members, ids, action, self.places, folder)
         if self.ledger is not None and row_id is not None:
             self.ledger.complete(row_id, landed, members=where)
-        kept = tuple(
+        return tuple(
             place if place is not None else member.held.path
             for member, place in zip(members, where.values(), strict=True)
             if place is not None or action is not Action.DELETE
         )
-        return replace(outcome, destination=landed, members=kept)
 
     def _deferred(self, outcome: Outcome, why: str, retry_in: float = 0.5) -> Outcome:
         return replace(
