@@ -20,8 +20,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ..config import Config, LoggingConfig, ResolvedFolders, load_config, watch_folders
 from ..errors import ConfigError, ExitCode, exit_code
@@ -52,6 +54,25 @@ def daemon_logging(logging: LoggingConfig) -> None:
 # FLOOD_PASS_INTERVAL seconds finds it within that time however long the flood lasts.
 FLOOD_EVENTS_PER_TICK = 500
 FLOOD_PASS_INTERVAL = 3.0
+
+
+# What signal.signal returns: the handler it replaced, put back on the way out.
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+@dataclass
+class _Tending:
+    """The main loop's timers for the observer's chores, and the count of its
+    events at the last tick (a flood is many more a tick)."""
+
+    next_audit: float
+    next_poll: float
+    next_flood_pass: float
+    events_seen: int = 0
+
+    @classmethod
+    def starting(cls, now: float) -> _Tending:
+        return cls(next_audit=now, next_poll=now, next_flood_pass=now)
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -171,16 +192,8 @@ class Guard:
             return self._run()
 
     def _run(self) -> int:
-        if not self.folders.root.is_dir():
-            if not self.config.watch.create_inbox:
-                # A misspelt inbox must not become a new, guarded, empty folder.
-                self._log.error(
-                    "no_inbox",
-                    inbox=str(self.folders.root),
-                    hint="create it, or set [watch] create_inbox = true",
-                )
-                return ExitCode.CONFIG
-            self.folders.root.mkdir(parents=True, exist_ok=True)
+        if not self._have_inbox():
+            return ExitCode.CONFIG
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -195,20 +208,9 @@ class Guard:
             self._inbox_identity = _identity(self.folders.root)
             self._observer = self._new_observer()
             self._observer.start()
-            worker.request_reconcile("start")
-            worker.start()
-            while not worker.started.wait(TICK):
-                if worker.stopping.is_set():
-                    break
-            if worker.failure is not None:
-                error = worker.failure
-                self._log.error("start_failed", error=str(error))
-                return exit_code(error)
-            if not worker.started.is_set():
-                # Stopped while the models loaded: never ready, and nothing was touched.
-                self._notifier.stopping(status="stopped while loading the models")
-                self._log.info("stopped_while_loading")
-                return ExitCode.OK
+            not_started = self._start_worker()
+            if not_started is not None:
+                return not_started
             self._notifier.ready(status=self.status_line())
             self._log.info("ready", inbox=str(self.folders.root), dry_run=self.dry_run)
             self._audit_watches()
@@ -217,17 +219,7 @@ class Guard:
             self._notifier.stopping(status="stopping: finishing the current file")
             self._log.info("stopping")
         finally:
-            worker.stop()
-            observer = self._observer
-            if observer is not None:
-                observer.stop()
-            worker.join(self.config.watch.stop_timeout)
-            if observer is not None:
-                observer.join(self.config.watch.stop_timeout)
-            if self._metrics is not None:
-                self._metrics.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._shut_down(previous)
         if worker.is_alive():
             self._log.error("stop_timeout", seconds=self.config.watch.stop_timeout)
             return ExitCode.FAILURE
@@ -235,6 +227,58 @@ class Guard:
             return exit_code(worker.failure)  # a ledger deleted or replaced: 5
         self._log.info("stopped", status=self.status_line())
         return ExitCode.OK
+
+    def _have_inbox(self) -> bool:
+        """The inbox is a folder, created if [watch] create_inbox says so; False (and
+        said why) if it is missing and must not be created."""
+        if self.folders.root.is_dir():
+            return True
+        if not self.config.watch.create_inbox:
+            # A misspelt inbox must not become a new, guarded, empty folder.
+            self._log.error(
+                "no_inbox",
+                inbox=str(self.folders.root),
+                hint="create it, or set [watch] create_inbox = true",
+            )
+            return False
+        self.folders.root.mkdir(parents=True, exist_ok=True)
+        return True
+
+    def _start_worker(self) -> int | None:
+        """Start the worker and wait until its models are loaded: None once it is
+        ready, else the exit code (it failed to start, or was stopped meanwhile)."""
+        worker = self.worker
+        worker.request_reconcile("start")
+        worker.start()
+        while not worker.started.wait(TICK):
+            if worker.stopping.is_set():
+                break
+        if worker.failure is not None:
+            error = worker.failure
+            self._log.error("start_failed", error=str(error))
+            return exit_code(error)
+        if not worker.started.is_set():
+            # Stopped while the models loaded: never ready, and nothing was touched.
+            self._notifier.stopping(status="stopped while loading the models")
+            self._log.info("stopped_while_loading")
+            return ExitCode.OK
+        return None
+
+    def _shut_down(self, previous: dict[signal.Signals, _SignalHandler]) -> None:
+        """Stop the worker and the observer, wait for both, close the metrics
+        server and put the signal handlers back, in that order."""
+        worker = self.worker
+        worker.stop()
+        observer = self._observer
+        if observer is not None:
+            observer.stop()
+        worker.join(self.config.watch.stop_timeout)
+        if observer is not None:
+            observer.join(self.config.watch.stop_timeout)
+        if self._metrics is not None:
+            self._metrics.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     def _new_observer(self) -> InboxObserver:
         return InboxObserver(
@@ -365,15 +409,14 @@ class Guard:
         watch = self.config.watch
         worker = self.worker
         ping_every = self._notifier.watchdog_interval
-        next_ping = next_status = next_poll = next_audit = time.monotonic()
+        next_ping = next_status = time.monotonic()
         next_reconcile = time.monotonic() + watch.reconcile_interval
         # A pass for files gone stale walks the whole inbox, and names renamed away
         # (a finished download) may ask for one too: at most one a tenth of the
         # bound (1 to 60 s), so a stale file waits at most that much longer.
         stale_gap = min(60.0, max(1.0, watch.ignore_stale_seconds / 10))
         next_stale_pass = time.monotonic()
-        next_flood_pass = time.monotonic()
-        events_seen = 0
+        tending = _Tending.starting(time.monotonic())
         while not worker.stopping.wait(TICK):
             now = time.monotonic()
             if self._follow_inbox(now):
@@ -382,17 +425,7 @@ class Guard:
             if self._reload:
                 self._apply_reload()
             if observer is not None:
-                self._walk_arrivals(observer)
-                seen, events_seen = observer.events_seen - events_seen, observer.events_seen
-                if seen > FLOOD_EVENTS_PER_TICK and now >= next_flood_pass:
-                    worker.request_reconcile("event flood")
-                    next_flood_pass = now + FLOOD_PASS_INTERVAL
-            if observer is not None and observer.audit_due.is_set() and now >= next_audit:
-                self._audit_watches()  # walks the inbox: at most once a second
-                next_audit = now + 1.0
-            if observer is not None and observer.unwatched and now >= next_poll:
-                observer.poll_unwatched()
-                next_poll = now + watch.poll_interval
+                self._tend_observer(observer, now, tending)
             if self.settler:
                 self.settler.release()
             gone_stale = now >= next_stale_pass and self.inbox.stale_due()
@@ -408,17 +441,35 @@ class Guard:
                 self._notifier.status(self.status_line())
                 next_status = now + watch.status_interval
             if ping_every is not None and now >= next_ping:
-                # Ping only while the worker makes progress and the inbox is watched:
-                # a hung model call, or an observer that cannot be restarted, must let
-                # systemd's watchdog fire.
-                # Waiting for a lost inbox to come back is the guard doing its job
-                # (a restart by systemd could only fail to find it: exit 3).
-                if now - worker.heartbeat >= 2 * ping_every:
-                    self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
-                elif observer is None and not self._inbox_lost:
-                    self._log.error(
-                        "watching_down", retry_in=round(self._next_observer_start - now, 1)
-                    )
-                else:
-                    self._notifier.watchdog()
+                self._ping_watchdog(now, ping_every, observer)
                 next_ping = now + ping_every
+
+    def _tend_observer(self, observer: InboxObserver, now: float, tending: _Tending) -> None:
+        """The observer's chores each tick: the folders that arrived walked, a pass on
+        an event flood, its watches audited, the folders it cannot watch polled."""
+        self._walk_arrivals(observer)
+        seen = observer.events_seen - tending.events_seen
+        tending.events_seen = observer.events_seen
+        if seen > FLOOD_EVENTS_PER_TICK and now >= tending.next_flood_pass:
+            self.worker.request_reconcile("event flood")
+            tending.next_flood_pass = now + FLOOD_PASS_INTERVAL
+        if observer.audit_due.is_set() and now >= tending.next_audit:
+            self._audit_watches()  # walks the inbox: at most once a second
+            tending.next_audit = now + 1.0
+        if observer.unwatched and now >= tending.next_poll:
+            observer.poll_unwatched()
+            tending.next_poll = now + self.config.watch.poll_interval
+
+    def _ping_watchdog(self, now: float, ping_every: float, observer: InboxObserver | None) -> None:
+        # Ping only while the worker makes progress and the inbox is watched:
+        # a hung model call, or an observer that cannot be restarted, must let
+        # systemd's watchdog fire.
+        # Waiting for a lost inbox to come back is the guard doing its job
+        # (a restart by systemd could only fail to find it: exit 3).
+        worker = self.worker
+        if now - worker.heartbeat >= 2 * ping_every:
+            self._log.error("worker_stalled", seconds=round(now - worker.heartbeat, 1))
+        elif observer is None and not self._inbox_lost:
+            self._log.error("watching_down", retry_in=round(self._next_observer_start - now, 1))
+        else:
+            self._notifier.watchdog()
