@@ -38,6 +38,10 @@ from .safefs import is_symlink_refusal, open_below, scan_folder
 
 __all__ = ["Inbox"]
 
+# One listed entry: its name, whether it is a folder, a symlink to a folder, and left
+# out as in progress.
+_Listed = tuple[str, bool, bool, bool]
+
 
 class Inbox:
     """The candidate files under one root."""
@@ -139,56 +143,12 @@ class Inbox:
             stack: list[tuple[str, ...]] = [start]
             while stack:
                 parts = stack.pop()
-                folder = self.root.joinpath(*parts)
-                try:
-                    fd = open_below(root_fd, parts)
-                    try:
-                        entries = sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
-                        for e in entries:
-                            self.rules.observe((*parts, e.name), e.is_dir(follow_symlinks=False))
-                        in_work = self.rules.in_work_area((*parts, ""))
-                        kinds = [
-                            # A symlink's target is stat()ed (never opened, read or listed)
-                            # only to tell a symlinked folder, which is never offered.
-                            (
-                                e.name,
-                                e.is_dir(follow_symlinks=False),
-                                e.is_symlink() and e.is_dir(),
-                                self._ignored_entry(e, in_work),
-                            )
-                            for e in entries
-                        ]
-                    finally:
-                        os.close(fd)
-                except OSError as error:
-                    reason = (
-                        "symlinked folder: never followed"
-                        if is_symlink_refusal(error)
-                        else f"cannot list folder: {error.strerror}"
-                    )
-                    log.warning("not_judged", path=str(folder), reason=reason)
+                kinds = self._list_folder(root_fd, parts)
+                if kinds is None:
                     continue
-                files = []
-                rules = self.rules
-                view = DescriptorView(root_fd)
-                for name, is_dir, linked_folder, ignored in kinds:
-                    path = folder / name
-                    if is_dir:
-                        if path not in self._managed:
-                            stack.append((*parts, name))
-                    elif linked_folder:
-                        log.info(
-                            "skipped", path=str(path), reason="symlinked folder: never followed"
-                        )
-                    elif ignored:
-                        in_progress += 1
-                        log.debug("ignored", path=str(path), reason=self._in_progress)
-                    elif rules.is_index(name) and not view.is_image((*parts, name)):
-                        log.debug("skipped", path=str(path), reason="the dataset's index file")
-                    elif rules.owner((*parts, name), view) is not None:
-                        continue  # a member: it goes with its image
-                    else:
-                        files.append(path)  # a symlink too: the judge says why it is skipped
+                files, folders, ignored = self._sort_listing(root_fd, parts, kinds)
+                stack.extend(folders)
+                in_progress += ignored
                 yield from reversed(files)
         finally:
             os.close(root_fd)
@@ -201,6 +161,68 @@ class Inbox:
                     files=in_progress,
                     reason=self._in_progress,
                 )
+
+    def _list_folder(self, root_fd: int, parts: tuple[str, ...]) -> list[_Listed] | None:
+        """The folder's entries, last name first, each as a `_Listed`; None (and said
+        why) if it cannot be opened (a folder swapped for a symlink) or listed."""
+        try:
+            fd = open_below(root_fd, parts)
+            try:
+                entries = sorted(scan_folder(fd), key=lambda e: e.name, reverse=True)
+                for e in entries:
+                    self.rules.observe((*parts, e.name), e.is_dir(follow_symlinks=False))
+                in_work = self.rules.in_work_area((*parts, ""))
+                return [
+                    # A symlink's target is stat()ed (never opened, read or listed)
+                    # only to tell a symlinked folder, which is never offered.
+                    (
+                        e.name,
+                        e.is_dir(follow_symlinks=False),
+                        e.is_symlink() and e.is_dir(),
+                        self._ignored_entry(e, in_work),
+                    )
+                    for e in entries
+                ]
+            finally:
+                os.close(fd)
+        except OSError as error:
+            reason = (
+                "symlinked folder: never followed"
+                if is_symlink_refusal(error)
+                else f"cannot list folder: {error.strerror}"
+            )
+            get_logger().warning("not_judged", path=str(self.root.joinpath(*parts)), reason=reason)
+            return None
+
+    def _sort_listing(
+        self, root_fd: int, parts: tuple[str, ...], kinds: list[_Listed]
+    ) -> tuple[list[Path], list[tuple[str, ...]], int]:
+        """A folder's listing sorted out: its candidates, its subfolders to walk, and
+        how many files in it were left out as in progress."""
+        log = get_logger()
+        folder = self.root.joinpath(*parts)
+        files: list[Path] = []
+        folders: list[tuple[str, ...]] = []
+        in_progress = 0
+        rules = self.rules
+        view = DescriptorView(root_fd)
+        for name, is_dir, linked_folder, ignored in kinds:
+            path = folder / name
+            if is_dir:
+                if path not in self._managed:
+                    folders.append((*parts, name))
+            elif linked_folder:
+                log.info("skipped", path=str(path), reason="symlinked folder: never followed")
+            elif ignored:
+                in_progress += 1
+                log.debug("ignored", path=str(path), reason=self._in_progress)
+            elif rules.is_index(name) and not view.is_image((*parts, name)):
+                log.debug("skipped", path=str(path), reason="the dataset's index file")
+            elif rules.owner((*parts, name), view) is not None:
+                continue  # a member: it goes with its image
+            else:
+                files.append(path)  # a symlink too: the judge says why it is skipped
+        return files, folders, in_progress
 
     @property
     def _in_progress(self) -> str:
