@@ -445,18 +445,9 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
             return run_learn(
                 argparse.Namespace(**{**vars(args), "folders": [folder], "ledger": False}), config
             )
-    if not args.folders:
-        raise ConfigError("LABELLED_DIR", "name folders with labels.csv, or use --ledger")
-    from ..judging.gender import SHIPPED_HEAD, TERMS
+    from ..judging.gender import SHIPPED_HEAD
 
-    combine = tuple(args.combine.split("+"))
-    if not combine or any(t not in TERMS for t in combine):
-        raise ConfigError("--combine", f"must join some of {', '.join(TERMS)} with '+'")
-    if args.folds < 2:
-        raise ConfigError("--folds", "needs at least 2 folds")
-    for folder in args.folders:
-        if not (folder / "labels.csv").is_file():
-            raise ConfigError("LABELLED_DIR", f"{folder} has no labels.csv")
+    combine = _learn_combine(args)
     rows = extract(
         args.folders, config, progress=lambda m: print(f"facesieve: {m}", file=sys.stderr)
     )
@@ -505,25 +496,57 @@ def run_learn(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps({"figures": figures_cv, "head": description, "out": str(args.out)}))
     else:
-        print(
-            f"{len(train)} adult faces ({men} men, {len(train) - men} women) from "
-            f"{', '.join(str(f) for f in args.folders)}; largest face per image; "
-            f"{args.folds}-fold stratified CV (seed {SEED})"
-        )
-        print(f"{'gender right at coverage':<34}" + "".join(f"{c:>26.0%}" for c in COVERAGES))
-        for name, by_coverage in figures_cv.items():
-            cells = []
-            for cell in by_coverage.values():
-                low, high = cell["ci95"] or (0, 0)
-                cells.append(
-                    f"{cell['right']}/{cell['decided']} {cell['accuracy']:.1%} "
-                    f"[{low:.0%}-{high:.0%}]"
-                )
-            print(f"{name:<34}" + "".join(f"{c:>26}" for c in cells))
-        print(
-            f"suggested min_gender_confidence (lowest reaching {args.target:.0%} out of fold): "
-            f"{threshold}"
-        )
-        if args.out is not None:
-            print(f"wrote {args.out}")
+        _print_learned(args, figures_cv, len(train), men, threshold)
     return 0
+
+
+def _learn_combine(args: argparse.Namespace) -> tuple[str, ...]:
+    """The terms `--combine` names, once the arguments are known good.
+
+    Raises:
+        ConfigError: no folder named, a folder without labels.csv, an unknown term
+            in --combine, or fewer than 2 folds.
+    """
+    if not args.folders:
+        raise ConfigError("LABELLED_DIR", "name folders with labels.csv, or use --ledger")
+    from ..judging.gender import TERMS
+
+    combine = tuple(args.combine.split("+"))
+    if not combine or any(t not in TERMS for t in combine):
+        raise ConfigError("--combine", f"must join some of {', '.join(TERMS)} with '+'")
+    if args.folds < 2:
+        raise ConfigError("--folds", "needs at least 2 folds")
+    for folder in args.folders:
+        if not (folder / "labels.csv").is_file():
+            raise ConfigError("LABELLED_DIR", f"{folder} has no labels.csv")
+    return combine
+
+
+def _print_learned(
+    args: argparse.Namespace,
+    figures_cv: dict[str, dict[str, Any]],
+    faces: int,
+    men: int,
+    threshold: float,
+) -> None:
+    """`learn`'s figures as a table, for people."""
+    print(
+        f"{faces} adult faces ({men} men, {faces - men} women) from "
+        f"{', '.join(str(f) for f in args.folders)}; largest face per image; "
+        f"{args.folds}-fold stratified CV (seed {SEED})"
+    )
+    print(f"{'gender right at coverage':<34}" + "".join(f"{c:>26.0%}" for c in COVERAGES))
+    for name, by_coverage in figures_cv.items():
+        cells = []
+        for cell in by_coverage.values():
+            low, high = cell["ci95"] or (0, 0)
+            cells.append(
+                f"{cell['right']}/{cell['decided']} {cell['accuracy']:.1%} [{low:.0%}-{high:.0%}]"
+            )
+        print(f"{name:<34}" + "".join(f"{c:>26}" for c in cells))
+    print(
+        f"suggested min_gender_confidence (lowest reaching {args.target:.0%} out of fold): "
+        f"{threshold}"
+    )
+    if args.out is not None:
+        print(f"wrote {args.out}")
