@@ -26,7 +26,7 @@ from facesieve.acting import moves
 from facesieve.config import Config, ResolvedFolders
 from facesieve.engines.local import Engine
 from facesieve.ledger.store import Ledger, LedgerRow
-from facesieve.people.desk import Label, settle, undo
+from facesieve.people.desk import Label, give_verdict, undo
 
 from .safe_attacks import OTHER_FS, other_fs_available, patched
 from .test_restore import NoModels, cli, judged, setup
@@ -100,10 +100,10 @@ def act(
         return lambda: cli(capsys, "restore", str(folders.root), "--id", str(decision.id))
     decision = judged(ledger, folders, "x.jpg", "review")
     if kind == "keep":
-        return lambda: settle(ledger, Config(), decision.id, Label.KEEP, "ana")
+        return lambda: give_verdict(ledger, Config(), decision.id, Label.KEEP, "ana")
     if kind == "reject":
-        return lambda: settle(ledger, Config(), decision.id, Label.REJECT, "ana")
-    verdict = settle(ledger, Config(), decision.id, Label.REJECT, "ana")
+        return lambda: give_verdict(ledger, Config(), decision.id, Label.REJECT, "ana")
+    verdict = give_verdict(ledger, Config(), decision.id, Label.REJECT, "ana")
     return lambda: undo(ledger, verdict.verdict_id, "bo")
 
 
@@ -150,7 +150,7 @@ def test_the_same_interleaving_across_filesystems_keeps_the_copy(
         decision = judged(ledger, folders, "x.jpg", "review", config=config)
         scan = ScanStarting(folders, config)
         with right_after_the_link(scan) as struck:
-            done = settle(ledger, config, decision.id, Label.REJECT, "ana")
+            done = give_verdict(ledger, config, decision.id, Label.REJECT, "ana")
         assert struck == [1]
         assert done.where == outside / "quarantine" / "x.jpg"
         assert done.where.read_bytes() == b"bytes of x.jpg" and done.where.stat().st_nlink == 1

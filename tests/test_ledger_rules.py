@@ -26,7 +26,7 @@ from facesieve.intake.inbox import Inbox
 from facesieve.judging.judge import Status
 from facesieve.ledger.shards import ID_SPAN, LedgerUnion, ShardLock, id_base, shard_path
 from facesieve.ledger.store import Ledger, policy_fingerprint
-from facesieve.people.desk import Label, in_review, settle
+from facesieve.people.desk import Label, give_verdict, in_review
 from facesieve.people.page import TOKEN_HEADER, create_app
 
 from .conftest import DATA, PROJECT, is_adult, labelled
@@ -227,7 +227,7 @@ def test_learn_ledger_labels_verdicts_by_the_policy_they_were_decided_under(
         ):
             decision = judged(ledger, folders, name, "review")
             _decided_under(folders.ledger, decision.id, judged_under)
-            done = settle(ledger, settled_with, decision.id, label, "tester")
+            done = give_verdict(ledger, settled_with, decision.id, label, "tester")
             settled[name] = done.verdict_id
 
     # The config now says woman: a keep under man is still a man.

@@ -18,8 +18,8 @@ import structlog
 
 from facesieve.acting import moves
 from facesieve.config import Config
-from facesieve.errors import AlreadySettledError
-from facesieve.people.desk import Label, settle
+from facesieve.errors import AlreadyHasVerdictError
+from facesieve.people.desk import Label, give_verdict
 
 from .safe_attacks import OTHER_FS, other_fs_available, patched
 from .test_restore import MTIME_NS, cli, judged, setup
@@ -42,7 +42,7 @@ def test_a_quarantine_copy_across_filesystems_gets_actions_mode(tmp_path: Path) 
     folders = config.resolve_folders(folders.root)
     try:
         unsure = judged(ledger, folders, "unsure.jpg", "review", mode=0o644, config=config)
-        done = settle(ledger, config, unsure.id, Label.REJECT, "ana")
+        done = give_verdict(ledger, config, unsure.id, Label.REJECT, "ana")
         assert done.where == quarantine / "unsure.jpg"
         assert done.where.read_bytes() == b"bytes of unsure.jpg"
         assert stat.S_IMODE(done.where.stat().st_mode) == 0o600  # [actions] mode, not 0640
@@ -71,8 +71,8 @@ def test_a_file_swapped_in_review_is_neither_moved_nor_deleted(
     os.utime(swapped, ns=(MTIME_NS, MTIME_NS))
     swapped.rename(waiting)
 
-    with pytest.raises(AlreadySettledError, match="changed since it was judged"):
-        settle(
+    with pytest.raises(AlreadyHasVerdictError, match="changed since it was judged"):
+        give_verdict(
             ledger, config, unsure.id, Label.REJECT if label == "delete" else Label(label), "ana"
         )
 
@@ -101,7 +101,7 @@ def test_a_delete_cut_short_is_recovered_by_inode(
         raise Killed
 
     with patched(moves.os, "unlink", killed_after), pytest.raises(Killed):
-        settle(ledger, config, unsure.id, Label.REJECT, "ana")
+        give_verdict(ledger, config, unsure.id, Label.REJECT, "ana")
     ledger.close()
     # The deleted file's name holds another file now (a later decision's, say).
     Path(unsure.destination).write_bytes(b"another file")

@@ -25,7 +25,7 @@ from facesieve.config import Config
 from facesieve.engines.local import Engine
 from facesieve.judging.policy import Face
 from facesieve.ledger.store import Ledger
-from facesieve.people.desk import Label, settle
+from facesieve.people.desk import Label, give_verdict
 from facesieve.testing import NoFaces
 from tests.cli_util import run_cli
 from tests.conftest import DATA, copy_images
@@ -284,7 +284,7 @@ def test_approve_and_reject_move_the_whole_sample(tmp_path: Path, label: Label) 
         "000000000.txt",
     ]
     (decision,) = ledger.rows()
-    settle(ledger, config, decision.id, label, "ana")
+    give_verdict(ledger, config, decision.id, label, "ana")
     if label is Label.KEEP:
         assert all(p.exists() for p in sample)
     else:

@@ -18,11 +18,11 @@ import structlog
 from facesieve.cli.main import main
 from facesieve.config import Config, FoldersConfig
 from facesieve.engines.local import Engine
-from facesieve.errors import AlreadySettledError
+from facesieve.errors import AlreadyHasVerdictError
 from facesieve.judging.judge import Status
 from facesieve.ledger.reading import Fate, fate
 from facesieve.ledger.store import Ledger, LedgerRow
-from facesieve.people.desk import Label, in_review, settle, undo
+from facesieve.people.desk import Label, give_verdict, in_review, undo
 from facesieve.testing import NoModels
 
 from .test_restore import MTIME_NS, cli, judged, setup
@@ -115,7 +115,7 @@ def test_keep_goes_to_accepted_when_set(tmp_path: Path) -> None:
     accepted = tmp_path / "accepted"
     config = Config(folders=FoldersConfig(accepted=accepted))
     unsure = judged(ledger, folders, "x/unsure.png", "review")
-    done = settle(ledger, config, unsure.id, Label.KEEP, "ana")
+    done = give_verdict(ledger, config, unsure.id, Label.KEEP, "ana")
     assert done.where == accepted / "x" / "unsure.png"
     assert done.where.read_bytes() == b"bytes of x/unsure.png"
     assert not Path(unsure.path).exists()
@@ -126,7 +126,7 @@ def test_undo_returns_the_file_to_review_and_it_can_be_decided_again(tmp_path: P
     folders, ledger = setup(tmp_path)
     unsure = judged(ledger, folders, "unsure.jpg", "review")
     assert unsure.destination is not None
-    done = settle(ledger, Config(), unsure.id, Label.REJECT, "ana")
+    done = give_verdict(ledger, Config(), unsure.id, Label.REJECT, "ana")
     assert done.where == folders.quarantine / "unsure.jpg"
 
     undone = undo(ledger, done.verdict_id, "bo")
@@ -141,10 +141,10 @@ def test_undo_returns_the_file_to_review_and_it_can_be_decided_again(tmp_path: P
     assert rows[done.verdict_id].undone_by == undo_row.id
     assert ledger.human_verdicts() == []
     assert [d.id for d in in_review(ledger)] == [unsure.id]
-    with pytest.raises(AlreadySettledError):
+    with pytest.raises(AlreadyHasVerdictError):
         undo(ledger, done.verdict_id, "bo")  # once only
 
-    again = settle(ledger, Config(), unsure.id, Label.KEEP, "ana")
+    again = give_verdict(ledger, Config(), unsure.id, Label.KEEP, "ana")
     assert Path(unsure.path).exists() and again.verdict_id != done.verdict_id
     assert [h.label for h in ledger.human_verdicts()] == ["keep"]
     ledger.close()
@@ -154,10 +154,10 @@ def test_a_deletion_is_never_undone(tmp_path: Path) -> None:
     folders, ledger = setup(tmp_path)
     config = Config.model_validate({"actions": {"reject": "delete"}})
     unsure = judged(ledger, folders, "unsure.jpg", "review")
-    done = settle(ledger, config, unsure.id, Label.NO_FACE, "ana")
+    done = give_verdict(ledger, config, unsure.id, Label.NO_FACE, "ana")
     assert done.where is None and done.action == "delete"
     assert unsure.destination is not None and not Path(unsure.destination).exists()
-    with pytest.raises(AlreadySettledError, match="cannot be undone"):
+    with pytest.raises(AlreadyHasVerdictError, match="cannot be undone"):
         undo(ledger, done.verdict_id, "ana")
     ledger.close()
 
@@ -174,8 +174,8 @@ def test_two_deciders_at_once_act_on_the_file_once(tmp_path: Path) -> None:
             start.wait()
             for row in files:
                 try:
-                    settle(own, Config(), row.id, label, label.value)
-                except AlreadySettledError:
+                    give_verdict(own, Config(), row.id, label, label.value)
+                except AlreadyHasVerdictError:
                     outcomes[label.value].append("refused")
                 else:
                     outcomes[label.value].append("settled")
@@ -207,7 +207,7 @@ def test_a_policy_change_never_rejudges_what_a_person_settled(tmp_path: Path) ->
     settled = judged(ledger, folders, "settled.jpg", "review")
     waiting = judged(ledger, folders, "waiting.jpg", "review")
     kept = judged(ledger, folders, "kept.jpg", "keep")
-    settle(ledger, Config(), settled.id, Label.KEEP, "ana")
+    give_verdict(ledger, Config(), settled.id, Label.KEEP, "ana")
     models = {"detector": "none", "gender": "none"}  # what test_restore.judged records
 
     stale = stale_decisions(ledger, Config(), models, folders.root)
@@ -224,8 +224,8 @@ def test_the_report_shows_human_verdicts_apart(
     kept = judged(ledger, folders, "kept.jpg", "review")
     rejected = judged(ledger, folders, "rejected.jpg", "review")
     waiting = judged(ledger, folders, "waiting.jpg", "review")
-    approved = settle(ledger, Config(), kept.id, Label.KEEP, "ana")
-    refused = settle(ledger, Config(), rejected.id, Label.NO_FACE, "bo")
+    approved = give_verdict(ledger, Config(), kept.id, Label.KEEP, "ana")
+    refused = give_verdict(ledger, Config(), rejected.id, Label.NO_FACE, "bo")
     ledger.close()
     page = tmp_path / "report.html"
 

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 __all__ = [
     "ActionError",
-    "AlreadySettledError",
+    "AlreadyHasVerdictError",
     "ChangedError",
     "ConfigError",
     "DecodeInterruptedError",
@@ -19,13 +19,13 @@ __all__ = [
     "FacesieveError",
     "FileTooLargeError",
     "FileVanishedError",
+    "HumanVerdictError",
     "ImageAccessError",
     "LedgerBusyError",
     "LedgerError",
     "ModelLoadError",
     "NotRegularFileError",
     "RestoreConflictError",
-    "SettleError",
     "SymlinkRefusedError",
     "UnreadableImageError",
     "UnsafeFolderError",
@@ -161,11 +161,11 @@ class WorkerError(FacesieveError):
     """A judging process or actor failed in a way that is not about one image."""
 
 
-class SettleError(FacesieveError):
+class HumanVerdictError(FacesieveError):
     """A person's decision about a file in review cannot be applied; nothing was changed."""
 
 
-class AlreadySettledError(SettleError):
+class AlreadyHasVerdictError(HumanVerdictError):
     """Someone else settled (or is settling) this file first; nothing was changed."""
 
 

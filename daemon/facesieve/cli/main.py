@@ -195,15 +195,15 @@ def _review() -> tuple[Configure, Run]:
 
 
 def _approve() -> tuple[Configure, Run]:
-    from ..people import desk as settle
+    from ..people import desk
 
-    return settle.configure_approve, settle.run_approve
+    return desk.configure_approve, desk.run_approve
 
 
 def _reject() -> tuple[Configure, Run]:
-    from ..people import desk as settle
+    from ..people import desk
 
-    return settle.configure_reject, settle.run_reject
+    return desk.configure_reject, desk.run_reject
 
 
 _COMMANDS: dict[str, Command] = {

@@ -37,15 +37,15 @@ if TYPE_CHECKING:
     from ..judging.gender import GenderHead
 
 __all__ = [
-    "Settled",
+    "Reviewed",
     "activate_head",
+    "decided_under",
     "figures",
     "ledger_as_labelled_folder",
     "model_call",
     "render",
+    "reviewed",
     "run_ledger_eval",
-    "settled",
-    "settled_under",
 ]
 
 LABELS = ("keep", "reject", "no_face")
@@ -54,18 +54,18 @@ _BANDS = ((0.5, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.01))
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
+class Reviewed:
     decision: LedgerRow  # the model's
     human: LedgerRow  # the person's verdict about it
 
 
-def settled(ledger: Ledger | LedgerUnion) -> list[Settled]:
+def reviewed(ledger: Ledger | LedgerUnion) -> list[Reviewed]:
     """Every image a person settled (undone verdicts left out), oldest verdict first."""
     pairs = []
     for human in ledger.human_verdicts():
         decision = ledger.get(human.ref) if human.ref is not None else None
         if decision is not None:
-            pairs.append(Settled(decision, human))
+            pairs.append(Reviewed(decision, human))
     return pairs
 
 
@@ -116,7 +116,7 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def figures(pairs: list[Settled], policy: PolicyConfig) -> dict[str, Any]:
+def figures(pairs: list[Reviewed], policy: PolicyConfig) -> dict[str, Any]:
     """Accuracy overall, per label, per model verdict, per day and per confidence band."""
     confusion = {label: dict.fromkeys(CALLS, 0) for label in LABELS}
     by_verdict: dict[str, Counter[str]] = {}
@@ -213,7 +213,7 @@ def render(result: dict[str, Any]) -> str:
 
 def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
     with open_ledger(config, args.folder) as ledger:
-        result = figures(settled(ledger), config.policy)
+        result = figures(reviewed(ledger), config.policy)
     if args.json:
         print(json.dumps(result))
     else:
@@ -225,7 +225,7 @@ def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
 # -- learning from human verdicts (`facesieve learn --ledger`) -------------------------
 
 
-def settled_under(fingerprint: str | None, policy: PolicyConfig) -> Require | None:
+def decided_under(fingerprint: str | None, policy: PolicyConfig) -> Require | None:
     """The `require` of the policy a row was decided or settled under; None when unknown.
 
     The ledger keeps only a policy's fingerprint: the row's policy is known when it is
@@ -247,7 +247,7 @@ def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterat
     """The images people settled as a labelled folder (`labels.csv`) for `facesieve learn`.
 
     Each verdict is labelled under the policy its file was decided under (else the
-    one the person settled it under; see `settled_under`), never by today's
+    one the person settled it under; see `decided_under`), never by today's
     `require`: a keep under `require = man` labels a man, a reject a woman (the other
     way round under `woman`); "no human face" labels `no_face` under any policy. A
     keep or reject under `require = face`, or under a policy this config does not
@@ -268,7 +268,7 @@ def ledger_as_labelled_folder(config: Config, folders: Sequence[Path]) -> Iterat
     left_out: Counter[str] = Counter()
     try:
         with LedgerUnion.open_existing(resolved.ledger) as ledger:  # with its shards
-            pairs = settled(ledger)
+            pairs = reviewed(ledger)
         rows = []
         for pair in pairs:
             if pair.human.destination is None:
@@ -316,16 +316,16 @@ def _left_out_text(left_out: Counter[str]) -> str:
     return "".join(f"; {n} left out: {_LEFT_OUT[why]}" for why, n in sorted(left_out.items()))
 
 
-def _gender(pair: Settled, policy: PolicyConfig) -> tuple[str, str | None]:
+def _gender(pair: Reviewed, policy: PolicyConfig) -> tuple[str, str | None]:
     """(male or female, None) for a keep or reject, ("", None) for no human face;
-    ("", why) when the verdict says nothing about gender (see `settled_under`)."""
+    ("", why) when the verdict says nothing about gender (see `decided_under`)."""
     human = pair.human
     if human.label == "no_face":
         return "", None
     # The decision's policy first: the question a file in review puts to a person is
     # the one its policy asked (a keep under man: "it shows a man"), whatever config
     # the person's `approve` ran with. Then the person's own.
-    require = settled_under(pair.decision.policy_fingerprint, policy) or settled_under(
+    require = decided_under(pair.decision.policy_fingerprint, policy) or decided_under(
         human.policy_fingerprint, policy
     )
     if require is None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlreadySettledError, LedgerError
+from ..errors import AlreadyHasVerdictError, LedgerError
 from ..intake.safefs import Identity
 from .store import Ledger, LedgerRow, MemberRow, open_lock
 
@@ -215,12 +215,12 @@ class LedgerUnion:
 
     def _settling(self, row_id: int) -> Ledger:
         """The file holding a row a person settles or undoes; as `Ledger.begin_human`
-        says of an id no row has: AlreadySettledError (nothing to settle), not a
+        says of an id no row has: AlreadyHasVerdictError (nothing to settle), not a
         ledger failure."""
         try:
             return self._holding(row_id)
         except LedgerError:
-            raise AlreadySettledError(f"no ledger id {row_id}") from None
+            raise AlreadyHasVerdictError(f"no ledger id {row_id}") from None
 
     def restore_of(self, decision_id: int) -> LedgerRow | None:
         return self._holding(decision_id).restore_of(decision_id)

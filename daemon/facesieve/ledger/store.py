@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlreadySettledError, LedgerBusyError, LedgerError, UnsafeFolderError
+from ..errors import AlreadyHasVerdictError, LedgerBusyError, LedgerError, UnsafeFolderError
 from ..intake.safefs import Identity
 from ..paths import from_sql as path_from_sql
 from ..paths import readable, to_sql
@@ -719,17 +719,17 @@ class Ledger:
         In one write transaction: `check(decision)` (None, or why it cannot be
         settled), then that no other person settled it or is settling it, then the
         pending row. Two pages or processes deciding one file: one wins, the other
-        gets AlreadySettledError and nothing changes.
+        gets AlreadyHasVerdictError and nothing changes.
 
         Raises:
-            AlreadySettledError: settled, being settled, or `check` refused.
+            AlreadyHasVerdictError: settled, being settled, or `check` refused.
         """
         with self._transaction():
             decision = self.get(decision_id)
             if decision is None:
-                raise AlreadySettledError(f"no ledger id {decision_id}")
+                raise AlreadyHasVerdictError(f"no ledger id {decision_id}")
             if decision.settled_by is not None:
-                raise AlreadySettledError(
+                raise AlreadyHasVerdictError(
                     f"ledger #{decision_id} was settled already (ledger #{decision.settled_by})"
                 )
             busy = self._db.execute(
@@ -738,12 +738,12 @@ class Ledger:
                 (decision_id,),
             ).fetchone()
             if busy is not None:
-                raise AlreadySettledError(
+                raise AlreadyHasVerdictError(
                     f"ledger #{decision_id} is being settled (ledger #{busy[0]})"
                 )
             why = check(decision)
             if why is not None:
-                raise AlreadySettledError(why)
+                raise AlreadyHasVerdictError(why)
             row_id = self._insert_follow_up(
                 decision,
                 ref=decision.id,
@@ -776,23 +776,23 @@ class Ledger:
         `check`.
 
         Raises:
-            AlreadySettledError: it cannot be undone (now); nothing was changed.
+            AlreadyHasVerdictError: it cannot be undone (now); nothing was changed.
         """
         with self._transaction():
             verdict = self.get(verdict_id)
             if verdict is None or not verdict.is_human or verdict.ref is None:
-                raise AlreadySettledError(f"ledger #{verdict_id} is not a human verdict")
+                raise AlreadyHasVerdictError(f"ledger #{verdict_id} is not a human verdict")
             decision = self.get(verdict.ref)
             if verdict.state != "done" or decision is None or decision.settled_by != verdict.id:
-                raise AlreadySettledError(f"ledger #{verdict_id} does not settle a file now")
+                raise AlreadyHasVerdictError(f"ledger #{verdict_id} does not settle a file now")
             busy = self._db.execute(
                 "SELECT id FROM decisions WHERE ref = ? AND state = 'pending'", (verdict_id,)
             ).fetchone()
             if verdict.undone_by is not None or busy is not None:
-                raise AlreadySettledError(f"ledger #{verdict_id} was undone already")
+                raise AlreadyHasVerdictError(f"ledger #{verdict_id} was undone already")
             why = check(verdict)
             if why is not None:
-                raise AlreadySettledError(why)
+                raise AlreadyHasVerdictError(why)
             row_id = self._insert_follow_up(
                 decision,
                 ref=verdict.id,

@@ -43,10 +43,10 @@ from ..acting.samples import follow
 from ..config import Config, ResolvedFolders, review_folders
 from ..errors import (
     ActionError,
-    AlreadySettledError,
+    AlreadyHasVerdictError,
     ExitCode,
+    HumanVerdictError,
     RestoreConflictError,
-    SettleError,
     UnsafeFolderError,
 )
 from ..intake.safefs import Identity
@@ -58,17 +58,17 @@ from ..logs import get_logger
 from .restore import add_file_choice, add_folder_argument
 
 __all__ = [
+    "HumanVerdict",
     "Label",
-    "Settled",
     "add_who_argument",
     "configure_approve",
     "configure_reject",
     "default_who",
+    "give_verdict",
     "in_review",
     "recover_pending_moves",
     "run_approve",
     "run_reject",
-    "settle",
     "undo",
 ]
 
@@ -86,7 +86,7 @@ class Label(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
+class HumanVerdict:
     """A human verdict applied: the file moved from `source` to `where` (None: deleted)."""
 
     decision: LedgerRow  # the model's decision it settles
@@ -146,17 +146,17 @@ def _open_places(folders: ResolvedFolders, mode: int) -> Places:
     """The folders a person's move works in, held; refused if a state folder is planted.
 
     Raises:
-        SettleError: the inbox cannot be opened, or a state folder is unsafe.
+        HumanVerdictError: the inbox cannot be opened, or a state folder is unsafe.
     """
     try:
         places = Places(folders, mode=mode)
     except OSError as error:
-        raise SettleError(f"cannot open {folders.root}: {error}") from error
+        raise HumanVerdictError(f"cannot open {folders.root}: {error}") from error
     try:
         places.check_state_folders()
     except (OSError, UnsafeFolderError) as error:
         places.close()
-        raise SettleError(str(error)) from error
+        raise HumanVerdictError(str(error)) from error
     return places
 
 
@@ -172,9 +172,9 @@ def _plan(config: Config, folders: ResolvedFolders, label: Label) -> tuple[Actio
     return Action.QUARANTINE, folders.quarantine
 
 
-def settle(
+def give_verdict(
     ledger: Ledger | LedgerUnion, config: Config, decision_id: int, label: Label, who: str
-) -> Settled:
+) -> HumanVerdict:
     """Apply a person's verdict to a file in review, and record it.
 
     The move is the engine's: through the held folders (`Places`), with
@@ -182,14 +182,14 @@ def settle(
     bytes (its sha256), as checked before the ledger row and insisted on by the move.
 
     Raises:
-        AlreadySettledError: someone settled it first, or it is not in review (now),
+        AlreadyHasVerdictError: someone settled it first, or it is not in review (now),
             or its file changed since it was judged.
-        SettleError: the move failed or the original path is taken; the file is
+        HumanVerdictError: the move failed or the original path is taken; the file is
             still in review and the ledger row says why.
     """
     decision = ledger.get(decision_id)
     if decision is None:
-        raise AlreadySettledError(f"no ledger id {decision_id}")
+        raise AlreadyHasVerdictError(f"no ledger id {decision_id}")
     folders = config.resolve_folders(Path(decision.root))
     original = Path(decision.path)
     action, folder = _plan(config, folders, label)
@@ -231,7 +231,7 @@ def settle(
             )
             hint = " (set [folders] accepted, or move the other file)"
             conflict = isinstance(error, RestoreConflictError)
-            raise SettleError(f"{error}{hint if conflict else ''}") from error
+            raise HumanVerdictError(f"{error}{hint if conflict else ''}") from error
         # The sample's members go wherever the person sent its image.
         members = follow(ledger, places, decision, landed, exact=action is Action.KEEP)
     ledger.complete(row_id, landed, put_back, members=members)
@@ -245,7 +245,7 @@ def settle(
         source=str(source),
         destination=None if landed is None else str(landed),
     )
-    return Settled(decision, row_id, label, action.value, source, landed)
+    return HumanVerdict(decision, row_id, label, action.value, source, landed)
 
 
 def _act(
@@ -291,21 +291,21 @@ def _act(
 
 def undo(
     ledger: Ledger | LedgerUnion, verdict_id: int, who: str, config: Config | None = None
-) -> Settled:
+) -> HumanVerdict:
     """Take a human verdict back: its file returns to exactly where it waited in review.
 
     Moved as `settle` moves (held folders, `[actions] mode` of `config`, the judged
     bytes only).
 
     Raises:
-        AlreadySettledError: it is not the verdict settling a file now (undone,
+        AlreadyHasVerdictError: it is not the verdict settling a file now (undone,
             superseded), or its file was deleted or changed.
-        SettleError: the move failed; the file is where the verdict put it.
+        HumanVerdictError: the move failed; the file is where the verdict put it.
     """
     config = config or Config()
     known = ledger.get(verdict_id)
     if known is None:
-        raise AlreadySettledError(f"ledger #{verdict_id} is not a human verdict")
+        raise AlreadyHasVerdictError(f"ledger #{verdict_id} is not a human verdict")
     folders = config.resolve_folders(Path(known.root))
     with _open_places(folders, config.actions.mode) as places:
         where = None if known.destination is None else Path(known.destination)
@@ -333,12 +333,12 @@ def undo(
             _, put_back = _act(places, Action.KEEP, source, review, verdict.sha256, checked)
         except ActionError as error:
             ledger.fail(row_id, str(error))
-            raise SettleError(str(error)) from error
+            raise HumanVerdictError(str(error)) from error
         members = follow(ledger, places, decision, review, exact=True)
     ledger.complete(row_id, review, put_back, members=members)
     get_logger().info("undone", id=decision.id, verdict_id=verdict.id, who=who)
     label = Label(verdict.label or Label.REJECT)
-    return Settled(decision, verdict.id, label, Action.REVIEW.value, source, review)
+    return HumanVerdict(decision, verdict.id, label, Action.REVIEW.value, source, review)
 
 
 def recover_pending_moves(ledger: Ledger | LedgerUnion, folders: ResolvedFolders, mode: int) -> int:
@@ -420,8 +420,8 @@ def _run(args: argparse.Namespace, config: Config, label: Label) -> int:
                 result, record = "not in review", {"id": None, "message": item}
             else:
                 try:
-                    done = settle(ledger, config, item, label, who)
-                except SettleError as error:
+                    done = give_verdict(ledger, config, item, label, who)
+                except HumanVerdictError as error:
                     result, record = "refused", {"id": item, "message": str(error)}
                 else:
                     result = "settled"

@@ -3,7 +3,7 @@
 One image at a time, large, with its face boxes and the model's reading; `k`
 keeps, `r` rejects, `n` marks "no human face", `u` undoes the last decision of
 the page. The next images are fetched and decoded while the current one is shown.
-Each key is one POST; the decision itself is `settle.py`'s (crash-safe move,
+Each key is one POST; the decision itself is `desk.py`'s (crash-safe move,
 pending/done ledger rows, one transaction against a second page or process).
 
 Served by Flask on werkzeug's threaded server, loopback only unless
@@ -38,7 +38,7 @@ from flask import Flask, Response, g, jsonify, request
 from PIL import Image
 
 from ..config import Config, ResolvedFolders, review_folders, split_address
-from ..errors import AlreadySettledError, ExitCode, FacesieveError, SettleError
+from ..errors import AlreadyHasVerdictError, ExitCode, FacesieveError, HumanVerdictError
 from ..judging.images import load_image
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import MAX_ROW_ID, LedgerRow
@@ -47,9 +47,9 @@ from .desk import (
     Label,
     add_who_argument,
     default_who,
+    give_verdict,
     in_review,
     recover_pending_moves,
-    settle,
 )
 from .desk import undo as undo_verdict
 from .restore import add_folder_argument
@@ -192,10 +192,10 @@ class _Desk:
             return _error(400, "send {id: N, label: keep|reject|no_face}")
         with self.decide_lock:
             try:
-                done = settle(self.ledger(), self.config, decision_id, label, self.who)
-            except AlreadySettledError as error:
+                done = give_verdict(self.ledger(), self.config, decision_id, label, self.who)
+            except AlreadyHasVerdictError as error:
                 return _error(409, str(error))
-            except SettleError as error:
+            except HumanVerdictError as error:
                 return _error(500, str(error))
         return jsonify(done.as_dict())
 
@@ -208,9 +208,9 @@ class _Desk:
         with self.decide_lock:
             try:
                 done = undo_verdict(self.ledger(), verdict_id, self.who, self.config)
-            except AlreadySettledError as error:
+            except AlreadyHasVerdictError as error:
                 return _error(409, str(error))
-            except SettleError as error:
+            except HumanVerdictError as error:
                 return _error(500, str(error))
         return jsonify({**done.as_dict(), "item": _item(done.decision)})
 

@@ -360,7 +360,7 @@ def render(
     fates = ", ".join(f"{_e(name)} {count}" for name, count in sorted(by_fate.items()))
     body = "\n".join(_item(item) for item in items) or '<p class="empty">Nothing was removed.</p>'
     settled = (
-        f'<section id="people"><h2>Settled by people ({len(people)})</h2>\n'
+        f'<section id="people"><h2>HumanVerdict by people ({len(people)})</h2>\n'
         + "\n".join(_person(item) for item in people)
         + "</section>"
         if people
