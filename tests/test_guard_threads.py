@@ -26,10 +26,18 @@ from .wait_util import wait_for
 
 
 def done_rows(ledger: Path) -> int:
+    """Done rows in the daemon's ledger; 0 until it exists with its tables (the file
+    appears a moment before the schema is written, and a poll may fall in between)."""
     if not ledger.exists():
         return 0
     with sqlite3.connect(ledger) as db:
-        return int(db.execute("SELECT count(*) FROM decisions WHERE state = 'done'").fetchone()[0])
+        try:
+            row = db.execute("SELECT count(*) FROM decisions WHERE state = 'done'").fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return 0
+            raise
+        return int(row[0])
 
 
 def test_overflowing_queue_stop_and_no_thread_leak(tmp_path: Path) -> None:
