@@ -23,10 +23,9 @@ import structlog
 from facesieve.cli.main import main
 from facesieve.config import Config
 from facesieve.engines.local import Engine
-from facesieve.judging.policy import Face
 from facesieve.ledger.store import Ledger
 from facesieve.people.desk import Label, give_verdict
-from facesieve.testing import NoFaces
+from facesieve.testing import NoFaces, Unsure
 from tests.cli_util import run_cli
 from tests.conftest import DATA, copy_images
 
@@ -135,7 +134,7 @@ _CHILD = textwrap.dedent(
     from facesieve.config import Config
     from facesieve.engines.local import Engine
     from facesieve.ledger.store import Ledger
-    from facesieve.testing import NoFaces
+    from facesieve.testing import NoFaces, Unsure
 
     inbox, reject, count_file = Path(sys.argv[1]), sys.argv[2], sys.argv[4]
     kill_at = int(sys.argv[3])
@@ -240,17 +239,6 @@ def test_a_sample_killed_at_every_step_is_never_split_and_never_loses_a_member(
 # -- restore, approve, reject: the sample comes back whole -------------------------------
 
 
-class _Unsure(NoFaces):
-    """One face between the floor and the sure threshold: every image goes to review."""
-
-    detector = "unsure"
-
-    def analyze_many(self, images: Any, policy: Any = None) -> list[list[Face]]:
-        assert policy is not None
-        middle = (policy.min_face_confidence + policy.sure_face_confidence) / 2
-        return [[Face((0, 0, image.width, image.height), middle)] for image in images]
-
-
 def test_restore_brings_the_whole_sample_back(tmp_path: Path, capsys: Any) -> None:
     inbox = tmp_path / "inbox"
     sample = _sample(inbox)
@@ -275,7 +263,7 @@ def test_approve_and_reject_move_the_whole_sample(tmp_path: Path, label: Label) 
     )
     folders = config.resolve_folders(inbox)
     ledger = Ledger(folders.ledger)
-    engine = Engine(config, _Unsure(), folders=folders, ledger=ledger)
+    engine = Engine(config, Unsure(), folders=folders, ledger=ledger)
     (outcome,) = engine.process_many([sample[0]])
     assert outcome.action == "review", outcome.reason
     assert sorted(p.name for p in (folders.review / "00000").iterdir()) == [

@@ -28,6 +28,7 @@ __all__ = [
     "NoFaces",
     "NoModels",
     "SlowNoFaces",
+    "Unsure",
 ]
 
 
@@ -64,6 +65,22 @@ class NoModels(NoFaces):
         self, images: Sequence[DecodedImage], policy: PolicyConfig | None = None
     ) -> list[list[Face]]:
         raise ModelCalledError(f"a model was asked to judge {len(images)} image(s)")
+
+
+class Unsure(NoFaces):
+    """One face filling the image, its confidence halfway between the policy's floor and
+    its sure threshold: every image's verdict hangs on a possible face, so it goes to
+    review."""
+
+    detector = "unsure"
+
+    def analyze_many(
+        self, images: Sequence[DecodedImage], policy: PolicyConfig | None = None
+    ) -> list[list[Face]]:
+        if policy is None:
+            raise ModelCalledError("Unsure needs the policy its thresholds come from")
+        middle = (policy.min_face_confidence + policy.sure_face_confidence) / 2
+        return [[Face((0, 0, image.width, image.height), middle)] for image in images]
 
 
 class ColourModel(NoFaces):
