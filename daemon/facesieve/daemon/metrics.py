@@ -91,6 +91,12 @@ class Metrics:
             "ignore_stale_seconds), as the last reconciliation pass found them.",
             registry=self.registry,
         )
+        self.slow_lane = Gauge(
+            "facesieve_slow_lane_files",
+            "Files set aside as slow (sparse, or over images.first_decode_seconds), "
+            "judged with the whole decode budget when the queue is idle.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 
