@@ -3,7 +3,9 @@
 It loads the models, recovers what a crash left half-done, then judges queued
 files and runs reconciliation passes (start-up, full queue, inotify overflow,
 a folder moved in, a periodic timer), each through `judge_many` and
-`Applier.apply`. Other threads talk to it only through `offer`,
+`Applier.apply`. A file that would hold it for others (sparse, or slow to decode
+past `images.first_decode_seconds`) is set aside to a slow lane, judged with the
+whole decode budget only while the queue is empty. Other threads talk to it only through `offer`,
 `request_reconcile`, `reload` and `stop`, none of which blocks.
 """
 
