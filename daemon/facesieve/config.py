@@ -192,6 +192,11 @@ class ImagesConfig(_Section):
     # "unreadable" on a file changed less than this long ago is provisional: it may
     # be an upload written in pieces, so it is looked at again instead of acted on.
     unreadable_grace_seconds: Annotated[float, Field(ge=0, le=86400)] = 10.0
+    # `watch` decodes an arrival within this first budget; one that takes longer (or
+    # whose stored bytes are far fewer than its size: sparse) is set aside to a slow
+    # lane, decoded with the full decode_timeout when nothing else waits, so that no
+    # uploader can hold the one judge for others. A photo decodes in well under 1 s.
+    first_decode_seconds: Seconds = 3.0
 
     @model_validator(mode="after")
     def _normalise_extensions(self) -> ImagesConfig:

@@ -26,6 +26,7 @@ __all__ = [
     "ModelLoadError",
     "NotRegularFileError",
     "RestoreConflictError",
+    "SlowDecodeError",
     "SymlinkRefusedError",
     "UnreadableImageError",
     "UnsafeFolderError",
@@ -84,6 +85,11 @@ class UnreadableImageError(FacesieveError):
 
 class DecodeInterruptedError(FacesieveError):
     """A stop request ended a decode: nothing is known about the image, so no verdict."""
+
+
+class SlowDecodeError(DecodeInterruptedError):
+    """A decode outlasted a short first budget (`images.first_decode_seconds`): nothing
+    is known yet; the file is set aside and decoded again with the full budget."""
 
 
 class ImageAccessError(FacesieveError):

@@ -110,6 +110,12 @@ class Metrics:
             registry=self.registry,
         )
         self.watching.set(1)
+        self.slow_lane = Gauge(
+            "facesieve_slow_lane_files",
+            "Files set aside as slow (sparse, or over images.first_decode_seconds), "
+            "judged with the whole decode budget when the queue is idle.",
+            registry=self.registry,
+        )
         self._server: Any = None
         self._thread: Any = None
 

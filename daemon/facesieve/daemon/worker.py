@@ -3,7 +3,9 @@
 It loads the models, recovers what a crash left half-done, then judges queued
 files and runs reconciliation passes (start-up, full queue, inotify overflow,
 a folder moved in, a periodic timer), each through `judge_many` and
-`Applier.apply`. Other threads talk to it only through `offer`,
+`Applier.apply`. A file that would hold it for others (sparse, or slow to decode
+past `images.first_decode_seconds`) is set aside to a slow lane, judged with the
+whole decode budget only while the queue is empty. Other threads talk to it only through `offer`,
 `request_reconcile`, `reload` and `stop`, none of which blocks.
 """
 
@@ -22,7 +24,7 @@ from ..acting.moves import Places
 from ..config import Config
 from ..intake.inbox import Inbox
 from ..judging.analyzer import MAX_BATCH, FaceModel, timed_load
-from ..judging.judge import Status, judge_many
+from ..judging.judge import Judgement, NotJudged, Status, judge_many
 from ..ledger.store import Ledger
 from ..logs import get_logger
 from ..people.rejudge import stale_decisions
@@ -32,6 +34,12 @@ __all__ = ["Worker"]
 
 _WAKE = object()  # put on the queue to wake the worker without a file
 TICK = 0.25  # seconds; the longest uninterruptible wait of the worker and the main loop
+# The slow lane holds at most this many files set aside (one path each); past it, a
+# file set aside is left to the next reconciliation pass, which finds it again.
+SLOW_LANE_SIZE = 1024
+# A slow file's decode yields to new arrivals at most this many times; then it runs
+# to its end, so that a steady trickle of uploads cannot keep it unjudged for ever.
+SLOW_YIELDS = 3
 
 
 class Worker:
@@ -61,6 +69,9 @@ class Worker:
         self._make_analyzer = make_analyzer
         self._defer = defer
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.watch.queue_size)
+        # Files set aside as slow (sparse, or over the first decode budget) -> how
+        # often their decode yielded to arrivals: judged when the queue is idle.
+        self._slow: dict[Path, int] = {}
         self._reconcile = threading.Event()
         self._reopen = threading.Event()  # the inbox was replaced: hold the new one
         self._pending_config: Config | None = None
@@ -158,8 +169,10 @@ class Worker:
                     self._reconcile_pass(analyzer, applier)
                     continue
                 try:
-                    item = self._queue.get(timeout=TICK)
+                    item = self._queue.get(timeout=0.0 if self._slow else TICK)
                 except queue.Empty:
+                    if self._slow:
+                        self._judge_slow(analyzer, applier)
                     continue
                 batch = [item]
                 while len(batch) < MAX_BATCH:
@@ -234,15 +247,75 @@ class Worker:
             config.images,
             should_stop=self.stopping.is_set,
             seen=applier.seen,
+            # A file that would hold the judge (sparse, or slow to decode) is set
+            # aside, so that no uploader can delay the others' files.
+            first_budget=config.images.first_decode_seconds,
         ):
-            outcome = applier.apply(result, config.actions)
-            self._count(outcome)
-            self.heartbeat = time.monotonic()
-            if outcome.status is Status.DEFERRED:
-                # Changed while judged, or unreadable while young: looked at again
-                # once it has been quiet for settle_seconds, and not before its
-                # retry_in (a young unreadable file is not decoded again every tick).
-                self._defer([outcome.path], outcome.retry_in or 0.0)
+            if isinstance(result, NotJudged) and result.slow:
+                self._set_aside(result)
+                self.heartbeat = time.monotonic()
+                continue
+            self._settle(applier, config, result)
+
+    def _set_aside(self, result: NotJudged) -> None:
+        if result.path in self._slow:
+            return
+        if len(self._slow) >= SLOW_LANE_SIZE:
+            self._log.warning("slow_lane_full", path=str(result.path), reason=result.reason)
+            return  # still in the inbox: the next reconciliation pass finds it
+        self._slow[result.path] = 0
+        self._log.info("set_aside", path=str(result.path), reason=result.reason)
+        if self.metrics is not None:
+            self.metrics.slow_lane.set(len(self._slow))
+
+    def _judge_slow(self, analyzer: FaceModel, applier: Applier) -> None:
+        """Judge the oldest file set aside, with the whole decode budget, while nothing
+        else waits: its decode yields to an arrival (`SLOW_YIELDS` times at most)."""
+        path, yielded = next(iter(self._slow.items()))
+        config = self._take_reload(analyzer, applier)
+        may_yield = yielded < SLOW_YIELDS
+        arrived = False
+
+        def should_stop() -> bool:
+            nonlocal arrived
+            if self.stopping.is_set():
+                return True
+            arrived = arrived or (may_yield and not self._queue.empty())
+            return arrived
+
+        results = list(
+            judge_many(
+                [path],
+                analyzer,
+                config.policy,
+                config.images,
+                should_stop=should_stop,
+                seen=applier.seen,
+            )
+        )
+        if self.stopping.is_set():
+            return  # still in the inbox: judged after the restart
+        del self._slow[path]
+        if arrived and not results:
+            self._slow[path] = yielded + 1  # last in line again; arrivals first
+            self._log.info("slow_yielded", path=str(path), times=yielded + 1)
+            return
+        if self.metrics is not None:
+            self.metrics.slow_lane.set(len(self._slow))
+        for result in results:
+            self._settle(applier, config, result)
+        self.heartbeat = time.monotonic()
+
+    def _settle(self, applier: Applier, config: Config, result: Judgement | NotJudged) -> None:
+        """Act on one result, count it, and look again later at a deferred file."""
+        outcome = applier.apply(result, config.actions)
+        self._count(outcome)
+        self.heartbeat = time.monotonic()
+        if outcome.status is Status.DEFERRED:
+            # Changed while judged, or unreadable while young: looked at again
+            # once it has been quiet for settle_seconds, and not before its
+            # retry_in (a young unreadable file is not decoded again every tick).
+            self._defer([outcome.path], outcome.retry_in or 0.0)
 
     def _not_seen_dry(self, paths: Iterable[Path]) -> Iterator[Path]:
         """Dry run: the ledger's memory of what was judged, kept in memory instead."""

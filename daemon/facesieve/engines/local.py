@@ -49,12 +49,17 @@ class Engine(JudgingEngine):
         self, items: Iterable[Dispatch], should_stop: Callable[[], bool]
     ) -> Iterator[Judgement | NotJudged]:
         """The engine contract: judged here, read ahead and batched, on this thread."""
-        seen: dict[Path, Seen | None] = {}  # what the ledger saw, as the items say
+        # What the ledger saw, as the items say, until judge_many asks (once a file,
+        # as it reads ahead): nothing stays behind per file, however many there are.
+        seen: dict[Path, Seen | None] = {}
 
         def paths() -> Iterator[Path]:
             for path, known in items:
                 seen[path] = known
                 yield path
+
+        def told(path: Path) -> Seen | None:
+            return seen.pop(path, None)
 
         config = self.config
         return judge_many(
@@ -63,7 +68,7 @@ class Engine(JudgingEngine):
             config.policy,
             config.images,
             should_stop=should_stop,
-            seen=seen.get,
+            seen=told,
         )
 
     def process(self, path: Path) -> Outcome:

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DecodeInterruptedError, UnreadableImageError
+from ..errors import DecodeInterruptedError, SlowDecodeError, UnreadableImageError
 
 if TYPE_CHECKING:
     from ..config import ImagesConfig
@@ -59,22 +59,26 @@ class Decoder:
         should_stop: Callable[[], bool] = lambda: False,
         *,
         max_side: int | None = None,
+        first_budget: float | None = None,
     ) -> DecodedImage:
         """Decode like `images.decode_image`, within the time and memory budget.
 
         `max_side`: the longest side wanted (a thumbnail, a page's picture); by
-        default the models' `detect_max_side`.
+        default the models' `detect_max_side`. `first_budget`: seconds after which
+        the decode is given up as slow (`SlowDecodeError`), when shorter than the
+        decode budget: the caller decodes it again later with the full budget.
 
         Raises:
             UnreadableImageError: not an image, or over the time or memory budget.
             DecodeInterruptedError: `should_stop` said yes before the decode ended;
                 nothing is known about the image.
+            SlowDecodeError: over `first_budget`; nothing is known about the image.
         """
         with self._lock:
             # A child that dies on an image is given one more chance with a fresh
             # child, so that a child lost for another reason is never a verdict.
             for attempt in (1, 2):
-                died = self._attempt(data, should_stop, max_side)
+                died = self._attempt(data, should_stop, max_side, first_budget)
                 if died is None:
                     break
                 if attempt == 2:
@@ -88,7 +92,11 @@ class Decoder:
         raise RuntimeError(f"decoder failed: {payload}")
 
     def _attempt(
-        self, data: bytes, should_stop: Callable[[], bool], max_side: int | None
+        self,
+        data: bytes,
+        should_stop: Callable[[], bool],
+        max_side: int | None,
+        first_budget: float | None = None,
     ) -> str | None:
         """One decode by the child; the reply is left in `_reply`. Returns why the child
         died on it, or None."""
@@ -100,11 +108,18 @@ class Decoder:
         except OSError:
             self._kill()
             return "the decoder process died before it got the image twice"
-        deadline = time.monotonic() + images.decode_timeout
+        started = time.monotonic()
+        deadline = started + images.decode_timeout
+        slow_at = None
+        if first_budget is not None and first_budget < images.decode_timeout:
+            slow_at = started + first_budget
         while not conn.poll(_POLL):
             if should_stop():
                 self._kill()
                 raise DecodeInterruptedError("stopped during decoding")
+            if slow_at is not None and time.monotonic() >= slow_at:
+                self._kill()
+                raise SlowDecodeError(f"over the first decode budget ({first_budget:g} s)")
             if time.monotonic() >= deadline:
                 self._kill()
                 raise UnreadableImageError(

@@ -30,6 +30,7 @@ from ..errors import (
     ImageAccessError,
     LedgerError,
     NotRegularFileError,
+    SlowDecodeError,
     SymlinkRefusedError,
     UnreadableImageError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Read",
     "Seen",
     "Status",
+    "is_sparse",
     "judge",
     "judge_many",
     "judge_read",
@@ -117,6 +119,9 @@ class NotJudged:
     path: Path
     status: Status  # KNOWN, SKIPPED or ERROR
     reason: str
+    # DEFERRED only: set aside as slow (over the first decode budget, or sparse), to
+    # be judged again without the first budget (`judge_many(first_budget=None)`).
+    slow: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,7 @@ def read(
     images: ImagesConfig,
     seen: Seen | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    first_budget: float | None = None,
 ) -> Read | NotJudged:
     """Read (unless `source` already was), hash and decode one file. Never raises.
 
@@ -230,10 +236,13 @@ def read(
     seen before is `NotJudged(KNOWN)`, without reading or decoding more than needed.
     Decoding runs in the budgeted decoder process (`decoder`); `should_stop` ends
     a decode at once (the file is then `NotJudged(SKIPPED)`, judged later).
+    With `first_budget` (seconds), a file that is sparse (`is_sparse`), or whose
+    decode outlasts it, is `NotJudged(DEFERRED, slow=True)`: set aside, unread or
+    undecided, for a look without the first budget when nothing else waits.
     """
     path = _absolute(source if isinstance(source, Path) else source.path)
     try:
-        return _read(path, source, images, seen, should_stop)
+        return _read(path, source, images, seen, should_stop, first_budget)
     except Exception as error:  # noqa: BLE001 - one odd file must not end a scan
         return NotJudged(path, Status.ERROR, f"{type(error).__name__}: {error}")
 
@@ -269,6 +278,7 @@ def _read(
     images: ImagesConfig,
     seen: Seen | None,
     should_stop: Callable[[], bool],
+    first_budget: float | None = None,
 ) -> Read | NotJudged:
     started = time.perf_counter()
     if isinstance(source, Path):
@@ -278,6 +288,16 @@ def _read(
         with opened as held:
             if seen is not None and seen.same_stat(held.identity):
                 return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
+            if first_budget is not None and is_sparse(os.fstat(held.fd)):
+                # Set aside before a byte is read: reading, hashing and decoding its
+                # holes would cost the one judge seconds, and its uploader no disk.
+                return NotJudged(
+                    path,
+                    Status.DEFERRED,
+                    "set aside: sparse (its stored bytes are far "
+                    "fewer than its size); judged when nothing else waits",
+                    slow=True,
+                )
             try:
                 data = held.read(images.max_file_bytes)
             except ChangedError as error:
@@ -311,9 +331,12 @@ def _read(
         foreign = "no image format recognised in its bytes"
     else:
         try:
-            image = shared_decoder(images).decode(raw.data, should_stop)
+            image = shared_decoder(images).decode(raw.data, should_stop, first_budget=first_budget)
         except UnreadableImageError as error:
             why = str(error)
+        except SlowDecodeError as error:
+            reason = f"set aside: {error}; judged when nothing else waits"
+            return NotJudged(path, Status.DEFERRED, reason, slow=True)
         except DecodeInterruptedError:
             return NotJudged(path, Status.SKIPPED, "stopped while decoding; judged later")
     return Read(
@@ -397,9 +420,11 @@ def judge_many(
     batch: int = MAX_BATCH,
     should_stop: Callable[[], bool] = lambda: False,
     seen: Callable[[Path], Seen | None] | None = None,
+    first_budget: float | None = None,
 ) -> Iterator[Judgement | NotJudged]:
     """`judge` over many files, in order: the next files are read and decoded on a
     second thread while the models run, and images of about one size share a model call.
+    `first_budget`: as `read`'s (slow files are handed out as `NotJudged(slow=True)`).
 
     `seen` is asked on the caller's thread (it may hold the ledger). `should_stop` is
     asked before each result is handed out; files read ahead but not handed out
@@ -423,7 +448,7 @@ def judge_many(
                     reason = f"{type(error).__name__}: {error}"
                     ahead.append(_done(NotJudged(path, Status.ERROR, reason)))
                     continue
-                ahead.append(pool.submit(read, source, images, known, should_stop))
+                ahead.append(pool.submit(read, source, images, known, should_stop, first_budget))
 
         try:
             read_ahead()
@@ -444,6 +469,22 @@ def judge_many(
         finally:
             for future in ahead:
                 future.cancel()
+
+
+# A file at least this large whose blocks hold under an eighth of its size.
+_SPARSE_MIN_BYTES = 1 << 20
+_SPARSE_RATIO = 8
+
+
+def is_sparse(info: os.stat_result) -> bool:
+    """Whether a file stores far fewer bytes than its size says: holes (a sparse file),
+    or a filesystem's own compression (btrfs, ZFS, ...) of very compressible bytes.
+
+    Photos (JPEG, PNG, WebP, HEIF: compressed already) never look so; an uncompressed
+    BMP or TIFF on a compressing filesystem may, which is why a sparse file is only
+    set aside to the slow lane, never given a verdict for it.
+    """
+    return info.st_size >= _SPARSE_MIN_BYTES and info.st_blocks * 512 * _SPARSE_RATIO < info.st_size
 
 
 def _done(result: NotJudged) -> Future[Read | NotJudged]:
