@@ -234,7 +234,7 @@ def _serve(conn: Connection, memory_mb: int) -> None:
         daemon=True,
     ).start()
 
-    from .images import decode_image
+    from .images import decode_image  # noqa: F401 - the image stack loads before the cap
 
     cv2.setNumThreads(1)
     # The cap counts from the child's own size after its imports.
@@ -249,38 +249,51 @@ def _serve(conn: Connection, memory_mb: int) -> None:
             return
         if request is None:
             return
-        data, max_pixels, max_side, max_scans = request
-        try:
-            image = decode_image(
-                data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans
-            )
-            reply: tuple[str, object] = ("image", image)
-        except UnreadableImageError as error:
-            reply = ("unreadable", str(error))
-        except MemoryError:
-            reply = ("unreadable", f"over the decode memory budget ({memory_mb} MB)")
-        except ImportError as error:
-            # The image stack itself is broken (a plugin missing): about this
-            # installation, not these bytes, so never a verdict.
-            reply = ("error", f"{type(error).__name__}: {error}")
-        except Exception as error:  # noqa: BLE001 - the bytes broke the decoder: a verdict
-            # The decoder read nothing but the bytes in hand (no file, no network), so
-            # whatever else it raises (struct.error, TypeError, KeyError, ... from a
-            # crafted header) is about them. Reported as an error, the file would
-            # never be judged and could stay in the inbox for ever.
-            text = str(error)
-            if "memory" in text.lower() or "alloc" in text.lower():
-                reply = ("unreadable", f"over the decode memory budget ({memory_mb} MB): {text}")
-            else:
-                reply = ("unreadable", f"the decoder failed on it: {type(error).__name__}: {text}")
-        del data
-        try:
-            try:
-                conn.send(reply)
-            except MemoryError:
-                conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
-        except OSError:
+        reply = _decode_reply(request, memory_mb)
+        del request  # the bytes: not held while the answer is sent
+        if not _answer(conn, reply, memory_mb):
             return  # the parent is gone (killed while this decoded): nobody to answer
+
+
+def _decode_reply(request: Any, memory_mb: int) -> tuple[str, object]:
+    """The answer to one decode request: the image, why the bytes are unreadable, or
+    an error about this installation (never a verdict)."""
+    from .images import decode_image  # imported already by _serve, before the cap
+
+    data, max_pixels, max_side, max_scans = request
+    try:
+        image = decode_image(data, max_pixels=max_pixels, max_side=max_side, max_scans=max_scans)
+        return ("image", image)
+    except UnreadableImageError as error:
+        return ("unreadable", str(error))
+    except MemoryError:
+        return ("unreadable", f"over the decode memory budget ({memory_mb} MB)")
+    except ImportError as error:
+        # The image stack itself is broken (a plugin missing): about this
+        # installation, not these bytes, so never a verdict.
+        return ("error", f"{type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - the bytes broke the decoder: a verdict
+        # The decoder read nothing but the bytes in hand (no file, no network), so
+        # whatever else it raises (struct.error, TypeError, KeyError, ... from a
+        # crafted header) is about them. Reported as an error, the file would
+        # never be judged and could stay in the inbox for ever.
+        text = str(error)
+        if "memory" in text.lower() or "alloc" in text.lower():
+            return ("unreadable", f"over the decode memory budget ({memory_mb} MB): {text}")
+        return ("unreadable", f"the decoder failed on it: {type(error).__name__}: {text}")
+
+
+def _answer(conn: Connection, reply: tuple[str, object], memory_mb: int) -> bool:
+    """Send `reply` (a reply too big to pickle is an over-budget verdict); False when
+    the parent is gone."""
+    try:
+        try:
+            conn.send(reply)
+        except MemoryError:
+            conn.send(("unreadable", f"over the decode memory budget ({memory_mb} MB)"))
+    except OSError:
+        return False
+    return True
 
 
 def _exit_with_parent(parent: int) -> None:
