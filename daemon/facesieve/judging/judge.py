@@ -15,7 +15,7 @@ import hashlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -282,41 +282,10 @@ def _read(
 ) -> Read | NotJudged:
     started = time.perf_counter()
     if isinstance(source, Path):
-        opened = _hold(path)
-        if isinstance(opened, NotJudged):
-            return opened
-        with opened as held:
-            if seen is not None and seen.same_stat(held.identity):
-                return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
-            if first_budget is not None and is_sparse(os.fstat(held.fd)):
-                # Set aside before a byte is read: reading, hashing and decoding its
-                # holes would cost the one judge seconds, and its uploader no disk.
-                return NotJudged(
-                    path,
-                    Status.DEFERRED,
-                    "set aside: sparse (its stored bytes are far "
-                    "fewer than its size); judged when nothing else waits",
-                    slow=True,
-                )
-            try:
-                data = held.read(images.max_file_bytes)
-            except ChangedError as error:
-                return NotJudged(path, Status.DEFERRED, str(error))
-            except FileTooLargeError as error:
-                return _too_large(path, held, error, started)
-            except ImageAccessError as error:
-                return NotJudged(path, Status.ERROR, str(error))
-            identity = held.identity
-            raw = RawFile(
-                path=path,
-                data=data,
-                size=len(data),
-                mtime_ns=identity.mtime_ns,
-                mode=held.mode,
-                ctime_ns=identity.ctime_ns,
-                dev=identity.dev,
-                ino=identity.ino,
-            )
+        held_read = _read_held(path, images, seen, started, first_budget)
+        if not isinstance(held_read, RawFile):
+            return held_read
+        raw = held_read
     else:
         raw = source
     sha256 = hashlib.sha256(raw.data).hexdigest()
@@ -330,15 +299,10 @@ def _read(
     if raw.size and sniff_format(raw.data) is None:
         foreign = "no image format recognised in its bytes"
     else:
-        try:
-            image = shared_decoder(images).decode(raw.data, should_stop, first_budget=first_budget)
-        except UnreadableImageError as error:
-            why = str(error)
-        except SlowDecodeError as error:
-            reason = f"set aside: {error}; judged when nothing else waits"
-            return NotJudged(path, Status.DEFERRED, reason, slow=True)
-        except DecodeInterruptedError:
-            return NotJudged(path, Status.SKIPPED, "stopped while decoding; judged later")
+        decoded = _decode(path, raw, images, should_stop, first_budget)
+        if isinstance(decoded, NotJudged):
+            return decoded
+        image, why = decoded
     return Read(
         path=path,
         sha256=sha256,
@@ -349,6 +313,73 @@ def _read(
         read_ms=(time.perf_counter() - started) * 1000,
         not_image=foreign,
     )
+
+
+def _read_held(
+    path: Path,
+    images: ImagesConfig,
+    seen: Seen | None,
+    started: float,
+    first_budget: float | None,
+) -> RawFile | Read | NotJudged:
+    """`_read`'s first half for a path: hold the file, read its bytes with their stat
+    (or the answer without them: known by its stat, sparse, changed, too large)."""
+    opened = _hold(path)
+    if isinstance(opened, NotJudged):
+        return opened
+    with opened as held:
+        if seen is not None and seen.same_stat(held.identity):
+            return NotJudged(path, Status.KNOWN, f"already decided ({seen.source})")
+        if first_budget is not None and is_sparse(os.fstat(held.fd)):
+            # Set aside before a byte is read: reading, hashing and decoding its
+            # holes would cost the one judge seconds, and its uploader no disk.
+            return NotJudged(
+                path,
+                Status.DEFERRED,
+                "set aside: sparse (its stored bytes are far "
+                "fewer than its size); judged when nothing else waits",
+                slow=True,
+            )
+        try:
+            data = held.read(images.max_file_bytes)
+        except ChangedError as error:
+            return NotJudged(path, Status.DEFERRED, str(error))
+        except FileTooLargeError as error:
+            return _too_large(path, held, error, started)
+        except ImageAccessError as error:
+            return NotJudged(path, Status.ERROR, str(error))
+        identity = held.identity
+        return RawFile(
+            path=path,
+            data=data,
+            size=len(data),
+            mtime_ns=identity.mtime_ns,
+            mode=held.mode,
+            ctime_ns=identity.ctime_ns,
+            dev=identity.dev,
+            ino=identity.ino,
+        )
+
+
+def _decode(
+    path: Path,
+    raw: RawFile,
+    images: ImagesConfig,
+    should_stop: Callable[[], bool],
+    first_budget: float | None,
+) -> tuple[DecodedImage | None, str] | NotJudged:
+    """The image and why it is unreadable (""), or the answer that it waits: set
+    aside as slow, or stopped while decoding."""
+    try:
+        image = shared_decoder(images).decode(raw.data, should_stop, first_budget=first_budget)
+    except UnreadableImageError as error:
+        return None, str(error)
+    except SlowDecodeError as error:
+        reason = f"set aside: {error}; judged when nothing else waits"
+        return NotJudged(path, Status.DEFERRED, reason, slow=True)
+    except DecodeInterruptedError:
+        return NotJudged(path, Status.SKIPPED, "stopped while decoding; judged later")
+    return image, ""
 
 
 def judge_read(
@@ -456,19 +487,33 @@ def judge_many(
                 chunk = [ahead.popleft().result() for _ in range(min(batch, len(ahead)))]
                 read_ahead()
                 found = _analyze_chunk(analyzer, chunk, policy)
-                for item in chunk:
-                    if should_stop():
-                        return
-                    if isinstance(item, NotJudged):
-                        yield item
-                    elif id(item) in found:
-                        faces, share = found[id(item)]
-                        yield judge_read(item, analyzer, policy, faces=faces, model_ms=share)
-                    else:
-                        yield judge_read(item, analyzer, policy)
+                if (yield from _hand_out(chunk, found, analyzer, policy, should_stop)):
+                    return
         finally:
             for future in ahead:
                 future.cancel()
+
+
+def _hand_out(
+    chunk: Sequence[Read | NotJudged],
+    found: dict[int, tuple[list[Face], float]],
+    analyzer: FaceModel,
+    policy: PolicyConfig,
+    should_stop: Callable[[], bool],
+) -> Generator[Judgement | NotJudged, None, bool]:
+    """Yield a chunk's results in order (judged with the faces its model call found);
+    True when `should_stop` said yes before all were handed out."""
+    for item in chunk:
+        if should_stop():
+            return True
+        if isinstance(item, NotJudged):
+            yield item
+        elif id(item) in found:
+            faces, share = found[id(item)]
+            yield judge_read(item, analyzer, policy, faces=faces, model_ms=share)
+        else:
+            yield judge_read(item, analyzer, policy)
+    return False
 
 
 # A file at least this large whose blocks hold under an eighth of its size.
