@@ -127,13 +127,33 @@ class Worker:
     # -- the worker thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        prepared = self._prepare()
+        if prepared is None:
+            return
+        analyzer, ledger, applier = prepared
+        self.started.set()
+        try:
+            while not self.stopping.is_set():
+                self._step(analyzer, applier, ledger)
+        except BaseException as error:  # noqa: BLE001 - the main thread exits non-zero
+            self.failure = error
+            self._log.exception("worker_failed")
+            self.stopping.set()
+        finally:
+            applier.close()
+            if ledger is not None:
+                ledger.close()
+
+    def _prepare(self) -> tuple[FaceModel, Ledger | None, Applier] | None:
+        """Load the models, open the ledger and finish what a crash left (None: stopped
+        while loading, or failed: `failure` says why and `started` is set)."""
         ledger = None
         try:
             analyzer, seconds = timed_load(self._make_analyzer, self.config)
             if self.metrics is not None:
                 self.metrics.models_loaded(seconds)
             if self.stopping.is_set():
-                return  # stopped while loading: the ledger is not even opened
+                return None  # stopped while loading: the ledger is not even opened
             if not self.dry_run:
                 # One writer per ledger: a scan or a second watch on it is refused.
                 ledger = Ledger(self.inbox.folders.ledger, exclusive=True)
@@ -154,42 +174,36 @@ class Worker:
             self.started.set()
             if ledger is not None:
                 ledger.close()
+            return None
+        return analyzer, ledger, applier
+
+    def _step(self, analyzer: FaceModel, applier: Applier, ledger: Ledger | None) -> None:
+        """One turn of the worker: a reconcile pass, a batch from the queue, or (nothing
+        queued) one file set aside to the slow lane."""
+        self.heartbeat = time.monotonic()
+        if ledger is not None:
+            # Deleted or replaced under us: every later decision would be
+            # lost. Stop (exit 5) rather than guard without a record.
+            ledger.ensure_unchanged()
+        self._take_reload(analyzer, applier)
+        if self._reconcile.is_set():
+            self._reconcile.clear()
+            self._reconcile_pass(analyzer, applier)
             return
-        self.started.set()
         try:
-            while not self.stopping.is_set():
-                self.heartbeat = time.monotonic()
-                if ledger is not None:
-                    # Deleted or replaced under us: every later decision would be
-                    # lost. Stop (exit 5) rather than guard without a record.
-                    ledger.ensure_unchanged()
-                self._take_reload(analyzer, applier)
-                if self._reconcile.is_set():
-                    self._reconcile.clear()
-                    self._reconcile_pass(analyzer, applier)
-                    continue
-                try:
-                    item = self._queue.get(timeout=0.0 if self._slow else TICK)
-                except queue.Empty:
-                    if self._slow:
-                        self._judge_slow(analyzer, applier)
-                    continue
-                batch = [item]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-                paths = [p for p in batch if isinstance(p, Path)]
-                self._judge(analyzer, applier, dict.fromkeys(paths))
-        except BaseException as error:  # noqa: BLE001 - the main thread exits non-zero
-            self.failure = error
-            self._log.exception("worker_failed")
-            self.stopping.set()
-        finally:
-            applier.close()
-            if ledger is not None:
-                ledger.close()
+            item = self._queue.get(timeout=0.0 if self._slow else TICK)
+        except queue.Empty:
+            if self._slow:
+                self._judge_slow(analyzer, applier)
+            return
+        batch = [item]
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        paths = [p for p in batch if isinstance(p, Path)]
+        self._judge(analyzer, applier, dict.fromkeys(paths))
 
     def _log_stale(self, ledger: Ledger, analyzer: FaceModel) -> None:
         """How many files were decided under another policy (at start, after SIGHUP)."""
