@@ -20,6 +20,7 @@ import pytest
 import structlog
 
 from facesieve.acting.moves import free_destination, move_file, plan
+from facesieve.cli.arguments import parse_duration, parse_since
 from facesieve.cli.main import main
 from facesieve.config import Config, ResolvedFolders
 from facesieve.engines.local import Engine
@@ -27,7 +28,6 @@ from facesieve.judging.judge import Status
 from facesieve.judging.policy import Verdict
 from facesieve.ledger import store as ledger_module
 from facesieve.ledger.store import Ledger, LedgerRow
-from facesieve.people.restore import parse_duration, parse_since
 from facesieve.testing import NoModels
 
 from .cli_util import run_cli, tree

@@ -12,14 +12,13 @@ rules, the same retry of deferred files, and it yields the same `Outcome`s, whic
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
 
 from ..errors import ConfigError
 from ..logs import get_logger
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from ..intake.inbox import Inbox
     from .base import JudgingEngine
 
-__all__ = ["add_arguments", "candidates", "outcomes", "records_stream"]
+__all__ = ["ScanArguments", "candidates", "outcomes", "records_stream"]
 
 # Below this many files, a scan judges in its own process unless --workers says
 # otherwise: starting workers, each loading its own models, costs more than a
@@ -40,75 +39,23 @@ __all__ = ["add_arguments", "candidates", "outcomes", "records_stream"]
 POOL_MIN_FILES = 64
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+class ScanArguments(Protocol):
+    """What a scan's command line chose (`facesieve scan`'s arguments, see `cli.scan`)."""
 
-
-def _shard_set(text: str) -> frozenset[int]:
-    """`0-3,6` -> {0, 1, 2, 3, 6}."""
-    found: set[int] = set()
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            found.update(range(int(first), int(last or first) + 1))
-    except ValueError:
-        found.clear()
-    if not found or min(found) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of shards like 0-3,6")
-    return frozenset(found)
-
-
-def add_arguments(scan: argparse.ArgumentParser) -> None:
-    """`scan`'s engine options."""
-    scan.add_argument(
-        "--workers",
-        type=_positive,
-        metavar="N",
-        help="judging processes, each with its own models (default: this machine's cores; "
-        f"a scan of under {POOL_MIN_FILES} files judges in-process)",
-    )
-    scan.add_argument(
-        "--engine",
-        choices=("local", "ray"),
-        default="local",
-        help="local: this machine's processes; ray: a Ray cluster (needs facesieve[ray])",
-    )
-    scan.add_argument(
-        "--address", metavar="ADDR", help="with --engine ray: the cluster (default: start one)"
-    )
-    scan.add_argument(
-        "--actors", type=_positive, metavar="N", help="with --engine ray: judging actors"
-    )
-    scan.add_argument(
-        "--shards",
-        type=_positive,
-        default=8,
-        metavar="K",
-        help="with --engine ray: ledger shards, ledger-<k>.sqlite3 (default: 8)",
-    )
-    scan.add_argument(
-        "--own-shards",
-        type=_shard_set,
-        metavar="LIST",
-        help="with --engine ray: the shards this run acts on, e.g. 0-3 or 4,5,6,7 "
-        "(default: every shard no other run holds)",
-    )
-    scan.add_argument(
-        "--from-list",
-        type=Path,
-        metavar="FILE",
-        help="judge the files listed in FILE, one path a line (relative: to DIR)",
-    )
+    engine: str  # local or ray
+    workers: int | None
+    rejudge: Literal["kept", "all"] | None
+    dry_run: bool
+    log_level: str | None
+    from_list: Path | None
+    address: str | None  # with --engine ray
+    actors: int | None
+    shards: int
+    own_shards: frozenset[int] | None
 
 
 def outcomes(
-    args: argparse.Namespace,
+    args: ScanArguments,
     config: Config,
     folders: ResolvedFolders,
     paths: Iterator[Path],
@@ -182,9 +129,7 @@ def outcomes(
             ledger.close()
 
 
-def _rejudge(
-    args: argparse.Namespace, config: Config, analyzer: Any, folders: ResolvedFolders
-) -> Any:
+def _rejudge(args: ScanArguments, config: Config, analyzer: Any, folders: ResolvedFolders) -> Any:
     """Say how many files were decided under another policy; with --rejudge, pick them."""
     from ..ledger.store import Ledger
     from ..people.rejudge import prepare_rejudge
@@ -207,7 +152,7 @@ def _rejudge(
 
 
 def _on_ray(
-    args: argparse.Namespace,
+    args: ScanArguments,
     config: Config,
     folders: ResolvedFolders,
     paths: Iterator[Path],
@@ -231,7 +176,7 @@ def _on_ray(
 
 
 def candidates(
-    args: argparse.Namespace,
+    args: ScanArguments,
     config: Config,
     folders: ResolvedFolders,
     should_stop: Callable[[], bool] = lambda: False,

@@ -11,10 +11,8 @@ any other columns (`age`, `age_group`, `race`, ...) used for grouping. Children
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,16 +25,7 @@ from ..errors import ConfigError
 from ..judging.policy import Face, Verdict, decide
 from ..outputs import write_output
 
-__all__ = [
-    "Figures",
-    "Sample",
-    "configure_eval",
-    "coverage_curve",
-    "figures",
-    "is_child",
-    "load_samples",
-    "run_eval",
-]
+__all__ = ["Figures", "Sample", "coverage_curve", "figures", "is_child", "load_samples"]
 
 _RESERVED = {"file", "gender", "label"}
 _CHILD_GROUPS = ("0-2", "3-9", "10-19")
@@ -337,44 +326,3 @@ def plot(curve: Sequence[dict[str, Any]], threshold: float, path: Path) -> None:
     encoded = io.BytesIO()
     image.save(encoded, fmt)
     write_output(path, encoded.getvalue())  # a symlink planted at FILE is not followed
-
-
-def configure_eval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "folder",
-        type=Path,
-        nargs="?",
-        metavar="PATH",
-        help="a folder with labels.csv; with --ledger, the folder that was scanned",
-    )
-    parser.add_argument(
-        "--ledger",
-        action="store_true",
-        help="measure the model on the images people settled (human verdicts in the ledger)",
-    )
-    parser.add_argument(
-        "--require",
-        choices=("face", "man", "woman"),
-        help="with --ledger: the policy people settled under (policy.require)",
-    )
-    parser.add_argument("--json", action="store_true", help="the figures as one JSON object")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw the coverage curve")
-
-
-def run_eval(args: argparse.Namespace, config: Config) -> int:
-    if args.ledger:
-        from .human_eval import run_ledger_eval
-
-        return run_ledger_eval(args, config)
-    if args.folder is None:
-        raise ConfigError("PATH", "name a folder with labels.csv, or use --ledger")
-    samples = analyze(args.folder, load_samples(args.folder), config)
-    result = report(samples, config.policy)
-    if args.plot is not None:
-        plot(result["curve"], config.policy.min_gender_confidence, args.plot)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(render(result))
-    sys.stdout.flush()
-    return 0

@@ -10,9 +10,7 @@ policy; a person's keep under `require = man` means "a man".
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import os
 import shutil
 import sys
@@ -26,9 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, get_args
 
 from ..config import Config, PolicyConfig, Require, review_folders
-from ..errors import ConfigError, ExitCode
+from ..errors import ConfigError
 from ..judging.policy import Face, Verdict, decide
-from ..ledger.reading import open_ledger
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
 from ..logs import get_logger
@@ -45,7 +42,6 @@ __all__ = [
     "model_call",
     "render",
     "reviewed",
-    "run_ledger_eval",
 ]
 
 LABELS = ("keep", "reject", "no_face")
@@ -209,17 +205,6 @@ def render(result: dict[str, Any]) -> str:
     people = ", ".join(f"{who} {n}" for who, n in result["by_person"].items())
     lines += ["", f"settled by: {people or 'nobody yet'}"]
     return "\n".join(lines)
-
-
-def run_ledger_eval(args: argparse.Namespace, config: Config) -> int:
-    with open_ledger(config, args.folder) as ledger:
-        result = figures(reviewed(ledger), config.policy)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(render(result))
-    sys.stdout.flush()
-    return ExitCode.OK
 
 
 # -- learning from human verdicts (`facesieve learn --ledger`) -------------------------

@@ -17,12 +17,8 @@ review. A deleted file cannot come back, so a deletion is never undone.
 
 from __future__ import annotations
 
-import argparse
 import getpass
-import json
 import os
-import sys
-from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -40,35 +36,28 @@ from ..acting.moves import (
 )
 from ..acting.recovery import base_for, recover_pending
 from ..acting.samples import follow
-from ..config import Config, ResolvedFolders, review_folders
+from ..config import Config, ResolvedFolders
 from ..errors import (
     ActionError,
     AlreadyHasVerdictError,
-    ExitCode,
     HumanVerdictError,
     RestoreConflictError,
     UnsafeFolderError,
 )
 from ..intake.safefs import Identity
 from ..judging.policy import Verdict
-from ..ledger.reading import Fate, fate, open_ledger
+from ..ledger.reading import Fate, fate
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow, policy_fingerprint
 from ..logs import get_logger
-from .restore import add_file_choice, add_folder_argument
 
 __all__ = [
     "HumanVerdict",
     "Label",
-    "add_who_argument",
-    "configure_approve",
-    "configure_reject",
     "default_who",
     "give_verdict",
     "in_review",
     "recover_pending_moves",
-    "run_approve",
-    "run_reject",
     "undo",
 ]
 
@@ -353,86 +342,3 @@ def recover_pending_moves(ledger: Ledger | LedgerUnion, folders: ResolvedFolders
         return len(recover_pending(ledger, None, decisions=False))
     with places:
         return len(recover_pending(ledger, places, decisions=False))
-
-
-# -- approve / reject from the command line -------------------------------------------
-
-
-def add_who_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--who", metavar="NAME", help="who decides, for the ledger (default: the OS user)"
-    )
-
-
-def _configure(parser: argparse.ArgumentParser, *, reject: bool) -> None:
-    add_folder_argument(parser)
-    add_file_choice(
-        parser,
-        id_help="the ledger id of a decision in review (as `report` and `stats` show it)",
-        path_help="a file in review, or the path it was judged at; repeatable",
-    )
-    if reject:
-        parser.add_argument(
-            "--no-face", action="store_true", help="record that it shows no human face at all"
-        )
-    add_who_argument(parser)
-    parser.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
-
-
-def configure_approve(parser: argparse.ArgumentParser) -> None:
-    _configure(parser, reject=False)
-
-
-def configure_reject(parser: argparse.ArgumentParser) -> None:
-    _configure(parser, reject=True)
-
-
-def run_approve(args: argparse.Namespace, config: Config) -> int:
-    return _run(args, config, Label.KEEP)
-
-
-def run_reject(args: argparse.Namespace, config: Config) -> int:
-    return _run(args, config, Label.NO_FACE if args.no_face else Label.REJECT)
-
-
-def _chosen(ledger: Ledger | LedgerUnion, args: argparse.Namespace) -> list[int | str]:
-    """Ledger ids to settle, in the order named; a string says why a name matched nothing."""
-    chosen: list[int | str] = list(args.ids)
-    waiting = in_review(ledger)
-    for given in args.paths:
-        path = os.path.abspath(given)
-        matches = [d.id for d in waiting if path in (d.path, d.destination)]
-        chosen.append(matches[-1] if matches else f"{path}: no file in review by that path")
-    return list(dict.fromkeys(chosen))
-
-
-def _run(args: argparse.Namespace, config: Config, label: Label) -> int:
-    if not (args.ids or args.paths):
-        print(f"facesieve {args.command}: name files with --id or --path", file=sys.stderr)
-        return ExitCode.USAGE
-    who = args.who or config.review.who or default_who()
-    counts: Counter[str] = Counter()
-    with open_ledger(config, args.folder) as ledger:
-        recover_pending_moves(ledger, review_folders(config, args.folder), config.actions.mode)
-        for item in _chosen(ledger, args):
-            record: dict[str, Any]
-            if isinstance(item, str):
-                result, record = "not in review", {"id": None, "message": item}
-            else:
-                try:
-                    done = give_verdict(ledger, config, item, label, who)
-                except HumanVerdictError as error:
-                    result, record = "refused", {"id": item, "message": str(error)}
-                else:
-                    result = "settled"
-                    where = "deleted" if done.where is None else str(done.where)
-                    record = {**done.as_dict(), "message": f"{done.source} -> {where}"}
-            counts[result] += 1
-            if args.json:
-                print(json.dumps({"result": result, **record}, ensure_ascii=False), flush=True)
-            else:
-                ident = "-" if record["id"] is None else f"#{record['id']}"
-                print(f"{result:<14} {ident:<7} {record['message']}", flush=True)
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    print(f"facesieve: {label.value}: {summary}", file=sys.stderr)
-    return ExitCode.OK if set(counts) == {"settled"} else ExitCode.FAILURE

@@ -21,46 +21,31 @@ decoded and re-encoded as JPEG, so only pixels cross.
 
 from __future__ import annotations
 
-import argparse
 import hmac
 import io
-import logging
-import secrets
-import signal
-import sys
 import threading
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from PIL import Image
 
-from ..config import Config, ResolvedFolders, review_folders, split_address
-from ..errors import AlreadyHasVerdictError, ExitCode, FacesieveError, HumanVerdictError
+from ..config import Config, ResolvedFolders
+from ..errors import AlreadyHasVerdictError, FacesieveError, HumanVerdictError
 from ..judging.images import load_image
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import MAX_ROW_ID, LedgerRow
 from ..logs import get_logger
-from .desk import (
-    Label,
-    add_who_argument,
-    default_who,
-    give_verdict,
-    in_review,
-    recover_pending_moves,
-)
+from .desk import Label, give_verdict, in_review
 from .desk import undo as undo_verdict
-from .restore import add_folder_argument
 
-__all__ = ["TOKEN_HEADER", "configure_review", "create_app", "run_review", "url_of"]
+__all__ = ["TOKEN_HEADER", "create_app", "url_of"]
 
 TOKEN_HEADER = "X-Facesieve-Token"  # noqa: S105 - a header name, not a secret
 # The bare page and its script: the same static text for everyone, no data, no token.
 _PUBLIC = frozenset({"page", "script"})
 _IMAGE_SIDE = 1600  # longest side sent to the browser
-_TICK = 0.25
 
 
 def _static(name: str) -> str:
@@ -253,68 +238,3 @@ def url_of(host: str, port: int, token: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     # The fragment: never sent to a server, nor in a Referer; the page's script reads it.
     return f"http://{shown}:{port}/#token={token}"
-
-
-# -- the command ---------------------------------------------------------------------
-
-
-def configure_review(parser: argparse.ArgumentParser) -> None:
-    add_folder_argument(parser)
-    parser.add_argument(
-        "--address",
-        metavar="HOST:PORT",
-        help="where to serve the page (default: review.address, 127.0.0.1:8750; port 0: any)",
-    )
-    add_who_argument(parser)
-
-
-class _Stop:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
-
-
-def run_review(args: argparse.Namespace, config: Config) -> int:
-    from werkzeug.serving import make_server
-
-    config = config.with_review(address=args.address)
-    folders = review_folders(config, args.folder)
-    who = args.who or config.review.who or default_who()
-    with LedgerUnion.open_existing(folders.ledger) as ledger:
-        recover_pending_moves(ledger, folders, config.actions.mode)
-        waiting = len(in_review(ledger))
-    token = secrets.token_urlsafe(32)
-    host, port = split_address(config.review.address, any_port=True)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    try:
-        server = make_server(host, port, create_app(config, folders, token, who), threaded=True)
-    except OSError as error:
-        print(f"facesieve: cannot serve on {config.review.address}: {error}", file=sys.stderr)
-        return ExitCode.FAILURE
-    url = url_of(host, server.server_port, token)
-    print(url, flush=True)
-    print(
-        f"facesieve: review page for {folders.ledger} ({waiting} files in review, deciding as "
-        f"{who}); keys: k keep, r reject, n no human face, u undo. Ctrl-C stops.",
-        file=sys.stderr,
-        flush=True,
-    )
-    get_logger().info("review_serving", address=f"{host}:{server.server_port}", who=who)
-    stop = _Stop()
-    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    thread = threading.Thread(target=server.serve_forever, name="facesieve-review", daemon=True)
-    thread.start()
-    try:
-        while not stop.event.wait(_TICK):
-            if not thread.is_alive():
-                return ExitCode.FAILURE
-    finally:
-        server.shutdown()
-        thread.join(10.0)
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    get_logger().info("review_stopped")
-    return ExitCode.OK

@@ -11,135 +11,27 @@ Which ledger: the folder named on the command line, else `[folders] inbox`, else
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import json
 import os
-import re
-import sys
-from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from ..acting.moves import Places, identity_of, purge_file, restore_file
-from ..acting.recovery import in_flight, recover_one, recover_pending
-from ..acting.samples import follow, purge_members
+from ..acting.moves import Places, identity_of, restore_file
+from ..acting.recovery import in_flight, recover_one
+from ..acting.samples import follow
 from ..config import Config, review_folders
-from ..errors import ActionError, ExitCode, RestoreConflictError
+from ..errors import ActionError, RestoreConflictError
 from ..intake.safefs import Folder
-from ..ledger.reading import open_ledger, purgeable, restorable
+from ..ledger.reading import restorable
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow
 from ..logs import get_logger
-from ..paths import json_safe
 
-__all__ = [
-    "RESTORABLE_VERDICTS",
-    "add_file_choice",
-    "add_folder_argument",
-    "argument_type",
-    "configure_purge",
-    "configure_restore",
-    "parse_duration",
-    "parse_since",
-    "restore_decision",
-    "run_purge",
-    "run_restore",
-]
+__all__ = ["RESTORABLE_VERDICTS", "restore_decision"]
 
-_T = TypeVar("_T")
 
 RESTORABLE_VERDICTS = ("reject", "review", "unreadable")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`30d`, `12h`, `90m`, `2w`, `45s`, or several at once (`1d12h`).
-
-    Raises:
-        ValueError: not a duration, or zero.
-    """
-    compact = text.strip().lower()
-    parts = _DURATION.findall(compact)
-    if not parts or _DURATION.sub("", compact).strip():
-        raise ValueError(f"{text!r} is not a duration such as 30d, 12h, 90m or 2w")
-    seconds = sum(float(amount) * _UNITS[unit] for amount, unit in parts)
-    if seconds <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
-    return timedelta(seconds=seconds)
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """A moment: a duration back from now (`2h`), or an ISO date or time (UTC unless given).
-
-    Raises:
-        ValueError: neither.
-    """
-    try:
-        return (now or datetime.now(UTC)) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither a duration (12h, 7d) nor a date (2024-05-01T12:00)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def argument_type(parse: Callable[[str], _T]) -> Callable[[str], _T]:
-    """An argparse `type` that reports a bad value as a usage error (exit 2)."""
-
-    def convert(text: str) -> _T:
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from error
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def add_folder_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "folder",
-        type=Path,
-        nargs="?",
-        metavar="DIR",
-        help="the folder that was scanned (default: folders.inbox, or ledger.path, of --config)",
-    )
-
-
-def add_file_choice(
-    parser: argparse.ArgumentParser, *, id_help: str, path_help: str
-) -> argparse._ArgumentGroup:
-    """`--id N` and `--path FILE` (both repeatable) in a group of their own, returned
-    so that a command can add its own ways of choosing files to it."""
-    which = parser.add_argument_group("which files (at least one)")
-    which.add_argument(
-        "--id", dest="ids", type=int, action="append", default=[], metavar="N", help=id_help
-    )
-    which.add_argument(
-        "--path",
-        dest="paths",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help=path_help,
-    )
-    return which
-
-
-def _when(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 # -- restore -------------------------------------------------------------------------
@@ -175,134 +67,6 @@ class _Done:
     def line(self) -> str:
         label = f"#{self.decision.id}" if self.decision is not None else self.ident
         return f"{self.result.value:<14} {label:<7} {self.message}"
-
-
-def configure_restore(parser: argparse.ArgumentParser) -> None:
-    add_folder_argument(parser)
-    which = add_file_choice(
-        parser,
-        id_help="the ledger id of a decision (as `report` and `stats` show it); repeatable",
-        path_help="a file in quarantine or review, or the path it was judged at; repeatable",
-    )
-    which.add_argument(
-        "--all", action="store_true", help="every file in quarantine or review (see filters)"
-    )
-    narrow = parser.add_argument_group("filters (narrow any selection)")
-    narrow.add_argument(
-        "--since",
-        type=argument_type(parse_since),
-        metavar="WHEN",
-        help="moved there at or after WHEN: a duration back (12h, 7d) or an ISO date/time",
-    )
-    narrow.add_argument(
-        "--verdict",
-        dest="verdicts",
-        choices=RESTORABLE_VERDICTS,
-        action="append",
-        default=[],
-        help="only this verdict; repeatable",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="say what would happen; move nothing"
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
-
-
-def run_restore(args: argparse.Namespace, config: Config) -> int:
-    if not (args.ids or args.paths or args.all):
-        print("facesieve restore: name files with --id or --path, or use --all", file=sys.stderr)
-        return ExitCode.USAGE
-    with open_ledger(config, args.folder) as ledger, _places(config, args.folder) as places:
-        recover_pending(ledger, places, decisions=False)
-        restores = ledger.restores()
-        done = [
-            item
-            if isinstance(item, _Done)
-            else _restore(ledger, places, item, restores.get(item.id), dry_run=args.dry_run)
-            for item in _select(ledger, restores, args)
-        ]
-    counts: Counter[str] = Counter()
-    for item in done:
-        counts[item.result.value] += 1
-        if args.json:
-            print(json.dumps(json_safe(item.as_dict()), ensure_ascii=False), flush=True)
-        else:
-            print(item.line(), flush=True)
-    summary = ", ".join(
-        f"{result.value} {counts[result.value]}" for result in Result if counts[result]
-    )
-    print(f"facesieve: {summary or 'nothing to restore'}", file=sys.stderr)
-    ok = {Result.RESTORED.value, Result.WOULD_RESTORE.value}
-    return ExitCode.OK if set(counts) <= ok else ExitCode.FAILURE
-
-
-def _select(
-    ledger: Ledger | LedgerUnion, restores: dict[int, LedgerRow], args: argparse.Namespace
-) -> list[LedgerRow | _Done]:
-    """The files asked for: decisions to restore in ledger order, after why others cannot be."""
-    decisions = ledger.decisions()
-    chosen: dict[int, LedgerRow] = {}
-    named: set[int] = set()  # by --id or --path: told why when a filter leaves it out
-    selected: list[LedgerRow | _Done] = []
-    if args.all:
-        for decision in decisions:
-            if restorable(decision, restores.get(decision.id)) is None:
-                chosen[decision.id] = decision
-    # By --id, then by --path: each the decision to restore, or why there is none.
-    asked = itertools.chain(
-        (_by_id(ledger, restores, ident) for ident in args.ids),
-        (_by_path(decisions, restores, given) for given in args.paths),
-    )
-    for found in asked:
-        if isinstance(found, _Done):
-            selected.append(found)
-        else:
-            chosen[found.id] = found
-            named.add(found.id)
-    for decision in sorted(chosen.values(), key=lambda d: d.id):
-        excluded = _excluded(decision, args.since, args.verdicts)
-        if excluded is None:
-            selected.append(decision)
-        elif decision.id in named:
-            selected.append(_Done(Result.NOT_RESTORABLE, excluded, decision))
-    return selected
-
-
-def _by_id(
-    ledger: Ledger | LedgerUnion, restores: dict[int, LedgerRow], ident: int
-) -> LedgerRow | _Done:
-    """The decision of ledger id `ident` if it can be restored, else why not."""
-    row = ledger.get(ident)
-    why = "no such ledger id" if row is None else restorable(row, restores.get(row.id))
-    if row is not None and why is None:
-        return row
-    return _Done(Result.NOT_RESTORABLE, str(why), None, f"#{ident}")
-
-
-def _by_path(
-    decisions: Sequence[LedgerRow], restores: dict[int, LedgerRow], given: str
-) -> LedgerRow | _Done:
-    """The latest restorable decision about `given` (its path or where it went), else why
-    the latest one about it cannot be restored."""
-    path = os.path.abspath(given)
-    matches = [d for d in decisions if path in (d.path, d.destination)]
-    candidates = [d for d in matches if restorable(d, restores.get(d.id)) is None]
-    if candidates:
-        return candidates[-1]
-    why = (
-        restorable(matches[-1], restores.get(matches[-1].id))
-        if matches
-        else "the ledger has no decision about this path"
-    )
-    return _Done(Result.NOT_RESTORABLE, f"{path}: {why}", None, "-")
-
-
-def _excluded(decision: LedgerRow, since: datetime | None, verdicts: Sequence[str]) -> str | None:
-    if verdicts and decision.verdict not in verdicts:
-        return f"verdict {decision.verdict}: excluded by --verdict"
-    if since is not None and _when(decision.moved_at) < since:
-        return f"moved at {decision.moved_at}: excluded by --since"
-    return None
 
 
 def restore_decision(ledger: Ledger, decision: LedgerRow) -> str | None:
@@ -426,63 +190,3 @@ def _would_restore(decision: LedgerRow) -> _Done:
     if os.path.lexists(original):
         return _Done(Result.CONFLICT, f"{original} exists; would leave {source}", decision)
     return _Done(Result.WOULD_RESTORE, f"{source} -> {original}", decision)
-
-
-# -- purge ---------------------------------------------------------------------------
-
-
-def configure_purge(parser: argparse.ArgumentParser) -> None:
-    add_folder_argument(parser)
-    parser.add_argument(
-        "--older-than",
-        required=True,
-        type=argument_type(parse_duration),
-        metavar="DURATION",
-        help="retention: delete files quarantined longer ago than this (30d, 12h, 90m, 2w)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
-
-
-def run_purge(args: argparse.Namespace, config: Config) -> int:
-    cutoff = datetime.now(UTC) - args.older_than
-    log = get_logger()
-    counts: Counter[str] = Counter()
-    with open_ledger(config, args.folder) as ledger, _places(config, args.folder) as places:
-        for decision in purgeable(ledger.decisions(), ledger.restores(), cutoff):
-            assert decision.destination is not None
-            path = Path(decision.destination)
-            if args.dry_run:
-                result, message = "would purge", str(path)
-            else:
-                try:
-                    base = places.base_of(path)[0] if places.is_state(path) else None
-                    purge_members(ledger, places, decision)  # the sample goes whole
-                    existed = purge_file(path, decision.sha256, base=base)
-                except ActionError as error:
-                    result, message = "error", str(error)
-                else:
-                    ledger.mark_purged(decision.id)
-                    result = "purged" if existed else "gone"
-                    message = str(path) if existed else f"{path} was already gone"
-                    log.info("purged", id=decision.id, path=str(path), existed=existed)
-            counts[result] += 1
-            if args.json:
-                record = {
-                    "id": decision.id,
-                    "verdict": decision.verdict,
-                    "path": str(path),
-                    "original": decision.path,
-                    "quarantined_at": decision.moved_at,
-                    "result": result,
-                    "message": message,
-                }
-                print(json.dumps(json_safe(record), ensure_ascii=False), flush=True)
-            else:
-                print(f"{result:<12} #{decision.id:<6} {message}", flush=True)
-    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    print(
-        f"facesieve: {summary or 'nothing to purge'} (quarantined before {cutoff.isoformat()})",
-        file=sys.stderr,
-    )
-    return ExitCode.FAILURE if counts["error"] else ExitCode.OK

@@ -9,45 +9,18 @@ the last hour, day and week say how busy it was.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..config import Config
-from ..errors import ExitCode
-from ..ledger.reading import Fate, fate, open_ledger
+from ..ledger.reading import Fate, fate
 from ..ledger.shards import LedgerUnion
 from ..ledger.store import Ledger, LedgerRow
-from ..paths import json_safe
-from .restore import add_folder_argument
 
-__all__ = ["collect", "configure_stats", "run_stats"]
+__all__ = ["collect"]
 
 VERDICTS = ("keep", "reject", "review", "unreadable", "not_image")
-
-
-def configure_stats(parser: argparse.ArgumentParser) -> None:
-    add_folder_argument(parser)
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument(
-        "--latest", type=int, default=10, metavar="N", help="how many latest decisions to list"
-    )
-    parser.add_argument(
-        "--days", type=int, default=14, metavar="N", help="how many days to list (0: all)"
-    )
-
-
-def run_stats(args: argparse.Namespace, config: Config) -> int:
-    with open_ledger(config, args.folder) as ledger:
-        figures = collect(ledger, latest=args.latest, days=args.days)
-    if args.json:
-        print(json.dumps(json_safe(figures), ensure_ascii=False, indent=2))
-    else:
-        print(_text(figures))
-    return ExitCode.OK
 
 
 def _percentile(values: list[float], share: float) -> float:
