@@ -48,6 +48,9 @@ from ..intake.safefs import (
     open_path,
     scan_folder,
 )
+
+# The judge's own hash of a held file, under this module's name (tests fail it here).
+from ..judging.images import descriptor_sha256 as _digest
 from ..judging.policy import Verdict
 from ..logs import get_logger
 from .lease import ReadLease
@@ -555,15 +558,6 @@ def _unlink_source(held: HeldFile) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(held.name, dir_fd=held.dir_fd)
     _fsync(held.dir_fd)
-
-
-def _digest(fd: int) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while block := os.pread(fd, 1 << 20, offset):
-        digest.update(block)
-        offset += len(block)
-    return digest.hexdigest()
 
 
 def _named(held: HeldFile) -> Identity | None:

@@ -33,7 +33,7 @@ from ..intake.safefs import Folder, Identity
 from ..ledger.store import UNDO, LedgerRow, MemberRow
 from ..logs import get_logger
 from .moves import Action, Places, finish_restore, identity_of, resume_move
-from .samples import follow, settle_members
+from .samples import follow, recover_members
 
 __all__ = [
     "PENDING_GUARD",
@@ -166,7 +166,7 @@ def _finish(ledger: PendingLedger, places: Places | None, row: LedgerRow, found:
         if is_follow_up(row):
             members = _follow_up_members(ledger, places, row, found.landed)
         else:
-            members = settle_members(ledger, places, row, True)
+            members = recover_members(ledger, places, row, True)
         ledger.complete(row.id, found.landed, identity, members=members)
     else:
         ledger.fail(row.id, found.reason)

@@ -5,7 +5,7 @@ Scrapy's thumbnails) are not. When the image's verdict moves or deletes it, each
 member is held by descriptor as the image is, recorded in the same ledger intent
 (`Ledger.begin(members=...)`), and moved or deleted right after the image, through
 the same `moves` calls. The image goes first: so after a crash, where the image
-is decides where the sample belongs. Recovery (`settle_members`) carries every
+is decides where the sample belongs. Recovery (`recover_members`) carries every
 member still behind an image that had moved, and touches none of an image that
 had not: a sample is never left split.
 
@@ -23,8 +23,6 @@ same way.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Protocol
 from ..errors import ActionError, ChangedError, ImageAccessError
 from ..intake.layouts import DescriptorView, SampleRules
 from ..intake.safefs import Folder, HeldFile
+from ..judging.images import descriptor_sha256
 from ..ledger.store import LedgerRow, MemberIntent, MemberRow
 from ..logs import get_logger
 from .lease import ReadLease, StillWrittenError
@@ -57,10 +56,8 @@ __all__ = [
     "follow",
     "hold_members",
     "purge_members",
-    "settle_members",
+    "recover_members",
 ]
-
-_BLOCK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -76,15 +73,6 @@ class HeldMember:
 
     def intent(self) -> MemberIntent:
         return MemberIntent(self.held.path, self.destination, self.sha256, self.held.identity)
-
-
-def _digest(fd: int) -> str:
-    digest = hashlib.sha256()
-    offset = 0
-    while block := os.pread(fd, _BLOCK, offset):
-        digest.update(block)
-        offset += len(block)
-    return digest.hexdigest()
 
 
 def hold_members(
@@ -107,7 +95,7 @@ def hold_members(
             continue  # gone, a symlink, or no regular file: nothing to carry
         held.parts = parts[:-1]
         try:
-            digest = _digest(held.fd)
+            digest = descriptor_sha256(held.fd)
         except OSError:
             held.close()
             continue
@@ -193,11 +181,11 @@ def _base(places: Places | None, path: Path) -> Folder | None:
         return None
 
 
-def settle_members(
+def recover_members(
     ledger: MemberLedger, places: Places | None, row: LedgerRow, completed: bool
 ) -> dict[int, Path | None]:
     """After a crash: where each member of a model's pending decision is, once its
-    image's move is settled. The image had moved (`completed`): every member still
+    image's move is recovered. The image had moved (`completed`): every member still
     at its source follows it now. It had not: the members never left (the image
     goes first), and nothing is touched."""
     found: dict[int, Path | None] = {}
